@@ -1,0 +1,45 @@
+"""The result store: schema, connection, and every query. Imports neither evaluator nor dashboard."""
+from db._engine import (
+    DEFAULT_URL,
+    ENV_VAR,
+    StoreError,
+    check_schema,
+    current_revision,
+    head_revision,
+    make_engine,
+    open_store,
+    open_store_readonly,
+    resolve_url,
+    session_factory,
+    upgrade,
+)
+from db._models import (
+    Aggregate,
+    Annotation,
+    Base,
+    Comparison,
+    Dataset,
+    ExampleRow,
+    Metric,
+    MetricValue,
+    RejectedRow,
+    Result,
+    Run,
+    SavedView,
+)
+from db._values import FAILURE_KINDS, VERDICTS, FailureKind, pack_logprobs, prompt_text, unpack_logprobs
+from db._write import (
+    AnnotationError,
+    add_annotation,
+    add_rejected,
+    create_run,
+    get_or_create_dataset,
+    insert_results,
+    metric_ids,
+    replace_aggregates,
+    replace_comparisons,
+    replace_metric_values,
+    save_view,
+    update_run,
+    upsert_examples,
+)

@@ -1,0 +1,214 @@
+"""Where the store is, how to connect to it, and whether its schema matches this code.
+
+Every failure a user can cause (no file, a corrupt file, a URL that does not connect, a store
+written by a newer version) becomes a ``StoreError`` whose message is one line saying what to do.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Optional
+
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+ENV_VAR = "EVAL_DB_URL"
+DEFAULT_URL = "sqlite:///eval_store.sqlite"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class StoreError(RuntimeError):
+    """A problem with the store that the user can fix; the message says how."""
+
+
+def resolve_url(url: Optional[str] = None) -> str:
+    """``--db`` value, else ``$EVAL_DB_URL``, else ``sqlite:///eval_store.sqlite``.
+
+    A bare file path is taken as a SQLite file.
+    """
+    url = url or os.environ.get(ENV_VAR) or DEFAULT_URL
+    if "://" not in url:
+        url = f"sqlite:///{Path(url).expanduser()}"
+    return url
+
+
+def _json_dumps(value) -> str:
+    # Keep non-ASCII text readable (and searchable with LIKE) inside JSON columns.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _sqlite_path(url: str) -> Optional[Path]:
+    u = make_url(url)
+    if not u.get_backend_name() == "sqlite":
+        return None
+    db = u.database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db)
+
+
+def make_engine(url: Optional[str] = None, *, readonly: bool = False, must_exist: bool = False) -> Engine:
+    """Create an engine for ``url``. SQLite gets WAL, a busy timeout and foreign keys.
+
+    ``readonly`` makes every connection refuse writes (the dashboard's main connection).
+    ``must_exist`` raises ``StoreError`` instead of creating a new SQLite file.
+    """
+    url = resolve_url(url)
+    path = _sqlite_path(url)
+    if path is not None and must_exist and not path.exists():
+        raise StoreError(
+            f"no store at {path}: create one with 'python -m evaluator demo' or 'python -m evaluator run', "
+            f"or point {ENV_VAR} / --db at an existing store"
+        )
+    if path is not None and not path.parent.exists():
+        raise StoreError(f"directory {path.parent} does not exist: create it or choose another --db path")
+    try:
+        engine = create_engine(url, json_serializer=_json_dumps, pool_pre_ping=path is None)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise StoreError(f"cannot use store URL {url!r}: {exc}") from None
+
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+            # The driver's own transaction handling would issue BEGIN lazily; keep it but make
+            # writers wait for each other instead of failing with "database is locked".
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            if not readonly:
+                cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+            cur.execute("PRAGMA foreign_keys = ON")
+            if readonly:
+                cur.execute("PRAGMA query_only = ON")
+            cur.close()
+
+    elif engine.dialect.name == "postgresql" and readonly:
+
+        @event.listens_for(engine, "connect")
+        def _pg_readonly(dbapi_conn, _record):  # noqa: ANN001
+            cur = dbapi_conn.cursor()
+            cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            cur.close()
+            dbapi_conn.commit()
+
+    return engine
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+# ---------------------------------------------------------------- schema version
+
+
+def _alembic_config(engine: Engine):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def _known_revisions() -> set[str]:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return {s.revision for s in ScriptDirectory.from_config(cfg).walk_revisions()}
+
+
+def _describe_connect_error(engine: Engine, exc: Exception) -> StoreError:
+    orig = getattr(exc, "orig", exc)
+    url = engine.url.render_as_string(hide_password=True)
+    if isinstance(orig, sqlite3.DatabaseError) and "not a database" in str(orig):
+        return StoreError(f"{engine.url.database} is not a store (corrupt or not SQLite): restore it or choose another --db")
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return StoreError(f"cannot open store {url}: {first}")
+
+
+def current_revision(engine: Engine) -> Optional[str]:
+    """The store's Alembic revision, or None for an empty database."""
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                if inspect(conn).get_table_names():
+                    raise StoreError(
+                        f"{engine.url.render_as_string(hide_password=True)} holds tables but no schema "
+                        "version: it is not a store of this tool; choose another --db"
+                    )
+                return None
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, DatabaseError) as exc:
+        raise _describe_connect_error(engine, exc) from None
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the store to the head revision (the evaluator does this before it writes)."""
+    rev = current_revision(engine)
+    if rev is not None and rev not in _known_revisions():
+        raise _newer_store(rev)
+    if rev == head_revision():
+        return
+    from alembic import command
+
+    cfg = _alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def _newer_store(rev: str) -> StoreError:
+    return StoreError(
+        f"the store is from a newer version of this tool (schema revision {rev}): "
+        "update this checkout (git pull; pip install -r requirements.txt) before opening it"
+    )
+
+
+def check_schema(engine: Engine) -> None:
+    """For readers that must not change the schema: raise ``StoreError`` unless the store is at head."""
+    rev = current_revision(engine)
+    head = head_revision()
+    if rev == head:
+        return
+    if rev is None:
+        raise StoreError(
+            "the store is empty (no schema yet): run 'python -m evaluator demo' or 'python -m evaluator run' to fill it"
+        )
+    if rev not in _known_revisions():
+        raise _newer_store(rev)
+    raise StoreError(
+        f"the store's schema ({rev}) is older than this code ({head}): run 'alembic upgrade head' "
+        f"with {ENV_VAR} set to this store, or any 'python -m evaluator run', to migrate it"
+    )
+
+
+def open_store(url: Optional[str] = None) -> Engine:
+    """Engine for a writer: creates/migrates the store to head."""
+    engine = make_engine(url)
+    upgrade(engine)
+    return engine
+
+
+def open_store_readonly(url: Optional[str] = None) -> Engine:
+    """Engine for a reader (the dashboard): the store must exist and be at head; writes are refused."""
+    engine = make_engine(url, readonly=True, must_exist=True)
+    check_schema(engine)
+    return engine

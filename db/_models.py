@@ -1,0 +1,261 @@
+"""The store's schema: SQLAlchemy 2 typed declarative models.
+
+The schema only changes through an Alembic revision in ``migrations/``; a test checks that these
+models and the head revision agree.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Optional
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Dataset(Base):
+    """A dataset source and split. Examples belong to it; runs of every model point at it."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("name", "split", "turns"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(500))  # hub id or path as given by the user
+    split: Mapped[str] = mapped_column(String(100), default="")
+    turns: Mapped[str] = mapped_column(String(10), default="last")  # "last" | "all": different examples
+    format: Mapped[Optional[str]] = mapped_column(String(50))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+    examples: Mapped[list["ExampleRow"]] = relationship(back_populates="dataset", lazy="raise")
+
+
+class ExampleRow(Base):
+    """One evaluation item. ``key`` is stable: the same row (and turn) has the same key in every run."""
+
+    __tablename__ = "examples"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "key"),
+        Index("ix_examples_dataset_category", "dataset_id", "category"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    row_index: Mapped[int] = mapped_column(Integer)
+    messages: Mapped[list[Any]] = mapped_column(JSON)  # [{"role", "content"}, ...] given to the model
+    prompt_text: Mapped[str] = mapped_column(Text, default="")  # plain text of `messages`, for search
+    reference: Mapped[Optional[str]] = mapped_column(Text)
+    category: Mapped[Optional[str]] = mapped_column(String(200))
+    source: Mapped[Optional[str]] = mapped_column(String(200))
+    conversation_id: Mapped[Optional[str]] = mapped_column(String(200))
+    turn_index: Mapped[Optional[int]] = mapped_column(Integer)
+    tags: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+
+    dataset: Mapped[Dataset] = relationship(back_populates="examples", lazy="raise")
+
+
+class Run(Base):
+    """One model evaluated on one dataset split."""
+
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_dataset_created", "dataset_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    family: Mapped[Optional[str]] = mapped_column(String(300))  # groups versions of one model in trends
+    model: Mapped[str] = mapped_column(String(500))
+    model_revision: Mapped[Optional[str]] = mapped_column(String(200))
+    adapter: Mapped[Optional[str]] = mapped_column(String(500))
+    backend: Mapped[str] = mapped_column(String(50))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"))
+    generation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # generation settings
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # resolved, validated run config
+    repro: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # git sha, versions, hashes, seed
+    # A baseline run points at the candidate it was evaluated for; the candidate has NULL here.
+    baseline_for_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | finished | failed
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    n_rows: Mapped[int] = mapped_column(Integer, default=0)  # rows read from the dataset
+    n_examples: Mapped[int] = mapped_column(Integer, default=0)  # examples to evaluate
+    n_rejected: Mapped[int] = mapped_column(Integer, default=0)  # rows rejected (see rejected_rows)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+
+    dataset: Mapped[Dataset] = relationship(lazy="raise")
+
+
+class RejectedRow(Base):
+    """A dataset row that did not become an example, with why."""
+
+    __tablename__ = "rejected_rows"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    row_index: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    raw: Mapped[Optional[str]] = mapped_column(Text)
+
+
+class Result(Base):
+    """The model's answer to one example in one run."""
+
+    __tablename__ = "results"
+    __table_args__ = (UniqueConstraint("run_id", "example_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    example_id: Mapped[int] = mapped_column(ForeignKey("examples.id", ondelete="CASCADE"), index=True)
+    output: Mapped[str] = mapped_column(Text, default="")
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    finish_reason: Mapped[str] = mapped_column(String(10))  # stop | length | error
+    # Bit set of db.FailureKind (empty output, truncated, repetition, prompt truncated, error).
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[Optional[float]] = mapped_column(Float)
+    # Per-token log-probabilities of the output as little-endian float32 bytes (db.pack_logprobs):
+    # 4 bytes a token instead of a row a token.
+    token_logprobs: Mapped[Optional[bytes]] = mapped_column(LargeBinary)
+    tokens: Mapped[Optional[list[Any]]] = mapped_column(JSON)  # decoded text of each output token
+    # Teacher-forced log-likelihood of the reference, for token-weighted corpus perplexity.
+    ref_nll: Mapped[Optional[float]] = mapped_column(Float)
+    ref_tokens: Mapped[Optional[int]] = mapped_column(Integer)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Metric(Base):
+    """A metric name, interned so that metric_values rows carry a small integer."""
+
+    __tablename__ = "metrics"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    higher_is_better: Mapped[Optional[bool]] = mapped_column()
+    description: Mapped[Optional[str]] = mapped_column(Text)
+
+
+class MetricValue(Base):
+    """One metric of one result.
+
+    Layout: long ("entity-attribute-value") rather than a column per metric, because users add metrics
+    without a migration. Speed comes from (a) the primary key (result_id, metric_id), which fetches all
+    metrics of a page of results, and (b) the covering index (run_id, metric_id, value, result_id): a
+    range filter on one metric is an index range scan, and "sorted by metric M" walks that index in
+    order and stops after one page. run_id is denormalised onto the row for exactly that index.
+    On SQLite the table is WITHOUT ROWID, so the primary key is the table (no second copy).
+    """
+
+    __tablename__ = "metric_values"
+    __table_args__ = (
+        Index("ix_metric_values_run_metric_value", "run_id", "metric_id", "value", "result_id"),
+        {"sqlite_with_rowid": False},
+    )
+
+    result_id: Mapped[int] = mapped_column(ForeignKey("results.id", ondelete="CASCADE"), primary_key=True)
+    metric_id: Mapped[int] = mapped_column(ForeignKey("metrics.id", ondelete="CASCADE"), primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    value: Mapped[Optional[float]] = mapped_column(Float)  # NULL when the metric failed (see error)
+    error: Mapped[Optional[str]] = mapped_column(Text)
+
+
+class Aggregate(Base):
+    """A run-level number for one metric over all examples ("") or one slice ("category=support")."""
+
+    __tablename__ = "aggregates"
+    __table_args__ = (UniqueConstraint("run_id", "metric", "slice", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    metric: Mapped[str] = mapped_column(String(100))
+    slice: Mapped[str] = mapped_column(String(300), default="")
+    kind: Mapped[str] = mapped_column(String(20))  # "mean" (of per-example values) | "corpus"
+    n: Mapped[int] = mapped_column(Integer)
+    value: Mapped[Optional[float]] = mapped_column(Float)
+    ci_low: Mapped[Optional[float]] = mapped_column(Float)
+    ci_high: Mapped[Optional[float]] = mapped_column(Float)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Comparison(Base):
+    """Candidate run A against baseline run B for one metric (and slice), on the examples both have."""
+
+    __tablename__ = "comparisons"
+    __table_args__ = (UniqueConstraint("run_a_id", "run_b_id", "metric", "slice", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_a_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    run_b_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    metric: Mapped[str] = mapped_column(String(100))
+    slice: Mapped[str] = mapped_column(String(300), default="")
+    kind: Mapped[str] = mapped_column(String(20), default="mean")  # "mean" | "corpus"
+    n: Mapped[int] = mapped_column(Integer)
+    value_a: Mapped[Optional[float]] = mapped_column(Float)
+    value_b: Mapped[Optional[float]] = mapped_column(Float)
+    delta: Mapped[Optional[float]] = mapped_column(Float)  # A - B
+    ci_low: Mapped[Optional[float]] = mapped_column(Float)
+    ci_high: Mapped[Optional[float]] = mapped_column(Float)
+    p_value: Mapped[Optional[float]] = mapped_column(Float)
+    p_holm: Mapped[Optional[float]] = mapped_column(Float)  # Holm-adjusted across the metrics compared
+    wins: Mapped[int] = mapped_column(Integer, default=0)  # examples where A is better
+    ties: Mapped[int] = mapped_column(Integer, default=0)
+    losses: Mapped[int] = mapped_column(Integer, default=0)
+    method: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Annotation(Base):
+    """A human verdict on one example of one run. Several reviewers may judge the same example."""
+
+    __tablename__ = "annotations"
+    __table_args__ = (Index("ix_annotations_run_example", "run_id", "example_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    example_id: Mapped[int] = mapped_column(ForeignKey("examples.id", ondelete="CASCADE"))
+    reviewer: Mapped[str] = mapped_column(String(200))
+    verdict: Mapped[str] = mapped_column(String(50))  # see db.VERDICTS
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class SavedView(Base):
+    """A named example-browser filter (its query parameters), e.g. the source of a review queue."""
+
+    __tablename__ = "saved_views"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(300), unique=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
