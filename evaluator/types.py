@@ -62,3 +62,20 @@ class Generation:
     prompt_truncated: bool = False
     latency_s: float = 0.0
     error: Optional[str] = None
+
+
+@dataclass
+class Sample:
+    """Everything scoring needs about one generated answer (no model, no database)."""
+
+    output: str
+    reference: Optional[str]
+    output_logprobs: list[float] = field(default_factory=list)  # one per generated token
+    output_tokens: int = 0
+    # Teacher-forced log-probabilities of the reference's tokens under the evaluated model
+    # (None when there is no reference or perplexity was not computed).
+    reference_logprobs: Optional[list[float]] = None
+    finish_reason: str = "stop"
+    prompt_truncated: bool = False
+    error: Optional[str] = None
+    category: Optional[str] = None
