@@ -43,3 +43,30 @@ from db._write import (
     update_run,
     upsert_examples,
 )
+from db._query import (
+    SORT_COLUMNS,
+    MetricRange,
+    ResultPage,
+    ResultQuery,
+    count_results,
+    dataset_of_run,
+    delta_summary,
+    example_history,
+    iter_results,
+    join_runs,
+    metric_values,
+    metrics_for_results,
+    page_results,
+    result_detail,
+    run_categories,
+    run_metric_names,
+)
+from db._query_runs import (
+    baselines_of,
+    find_run,
+    get_run,
+    list_runs,
+    rejected_rows,
+    run_aggregates,
+    stored_comparisons,
+)

@@ -76,8 +76,10 @@ def make_engine(url: Optional[str] = None, *, readonly: bool = False, must_exist
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
-            # The driver's own transaction handling would issue BEGIN lazily; keep it but make
-            # writers wait for each other instead of failing with "database is locked".
+            # Take transaction control away from the sqlite3 driver (which never BEGINs before a
+            # SELECT) and BEGIN ourselves below, so that a reader's statements share one snapshot
+            # and writers wait for each other (busy timeout) instead of failing "database is locked".
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             if not readonly:
@@ -87,6 +89,14 @@ def make_engine(url: Optional[str] = None, *, readonly: bool = False, must_exist
             if readonly:
                 cur.execute("PRAGMA query_only = ON")
             cur.close()
+
+        # A writer takes the write lock when its transaction starts (IMMEDIATE), so two writers queue
+        # on the busy timeout rather than deadlock upgrading read locks; a reader's BEGIN is deferred.
+        begin_sql = "BEGIN" if readonly else "BEGIN IMMEDIATE"
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # noqa: ANN001
+            conn.exec_driver_sql(begin_sql)
 
     elif engine.dialect.name == "postgresql" and readonly:
 

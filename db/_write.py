@@ -68,7 +68,7 @@ def upsert_examples(*, session: Session, dataset_id: int, examples: Sequence[Map
         chunk = keys[i:i + _EXAMPLE_CHUNK]
         ids.update(session.execute(
             select(ExampleRow.key, ExampleRow.id).where(ExampleRow.dataset_id == dataset_id, ExampleRow.key.in_(chunk))
-        ).tuples().all())
+        ).all())
     new = [
         dict(
             dataset_id=dataset_id,
@@ -98,7 +98,7 @@ def upsert_examples(*, session: Session, dataset_id: int, examples: Sequence[Map
             chunk = missing[i:i + _EXAMPLE_CHUNK]
             ids.update(session.execute(
                 select(ExampleRow.key, ExampleRow.id).where(ExampleRow.dataset_id == dataset_id, ExampleRow.key.in_(chunk))
-            ).tuples().all())
+            ).all())
     return ids
 
 
@@ -133,14 +133,14 @@ def metric_ids(*, session: Session, names: Iterable[str],
                higher_is_better: Optional[Mapping[str, Optional[bool]]] = None) -> dict[str, int]:
     """Intern metric names; returns name -> id, creating the missing ones."""
     names = sorted(set(names))
-    found = dict(session.execute(select(Metric.name, Metric.id).where(Metric.name.in_(names))).tuples().all())
+    found = dict(session.execute(select(Metric.name, Metric.id).where(Metric.name.in_(names))).all())
     missing = [n for n in names if n not in found]
     if missing:
         hib = higher_is_better or {}
         params = [dict(name=n, higher_is_better=hib.get(n)) for n in missing]
         ins = _dialect_insert(session, Metric)
         session.execute(ins.on_conflict_do_nothing() if ins is not None else insert(Metric), params)
-        found.update(session.execute(select(Metric.name, Metric.id).where(Metric.name.in_(missing))).tuples().all())
+        found.update(session.execute(select(Metric.name, Metric.id).where(Metric.name.in_(missing))).all())
     return found
 
 

@@ -1,0 +1,120 @@
+"""Queries about runs as a whole: listing with counts and headline aggregates, lookup by id or name.
+
+(Started by the lead for the dashboard; the evaluator's `runs`/`export`/resume queries live here too.)
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Optional
+
+from sqlalchemy import case, func, or_, select
+from sqlalchemy.orm import Session
+
+from db._engine import StoreError
+from db._models import Aggregate, Comparison, Dataset, RejectedRow, Result, Run
+
+RUN_COLUMNS = ("id", "name", "family", "model", "model_revision", "adapter", "backend", "dataset_id", "generation",
+               "config", "repro", "baseline_for_id", "status", "error", "n_rows", "n_examples", "n_rejected",
+               "created_at", "updated_at", "finished_at")
+
+
+def _run_dict(run: Run) -> dict[str, Any]:
+    return {c: getattr(run, c) for c in RUN_COLUMNS}
+
+
+def list_runs(*, session: Session, model: Optional[str] = None, dataset: Optional[str] = None,
+              since: Optional[dt.datetime] = None, until: Optional[dt.datetime] = None,
+              status: Optional[str] = None) -> list[dict[str, Any]]:
+    """Runs newest first, each with dataset name/split, result counts and its overall aggregates.
+
+    Counts: ``n_results`` (results stored), ``n_failed`` (finish reason "error"), ``n_rejected``.
+    ``aggregates``: {metric: {"mean": (value, ci_low, ci_high, n), "corpus": (...)}} over all examples.
+    """
+    stmt = select(Run, Dataset.name, Dataset.split).join(Dataset, Dataset.id == Run.dataset_id)
+    if model:
+        pat = f"%{model.lower()}%"
+        stmt = stmt.where(or_(func.lower(Run.model).like(pat), func.lower(Run.name).like(pat),
+                              func.lower(func.coalesce(Run.adapter, "")).like(pat)))
+    if dataset:
+        stmt = stmt.where(func.lower(Dataset.name).like(f"%{dataset.lower()}%"))
+    if since:
+        stmt = stmt.where(Run.created_at >= since)
+    if until:
+        stmt = stmt.where(Run.created_at <= until)
+    if status:
+        stmt = stmt.where(Run.status == status)
+    rows = session.execute(stmt.order_by(Run.created_at.desc(), Run.id.desc())).all()
+    ids = [r[0].id for r in rows]
+    if not ids:
+        return []
+    counts = _result_counts(session, ids)
+    aggs = _overall_aggregates(session, ids)
+    out = []
+    for run, ds_name, ds_split in rows:
+        d = _run_dict(run)
+        n, failed = counts.get(run.id, (0, 0))
+        d.update(dataset=ds_name, split=ds_split, n_results=n, n_failed=failed, aggregates=aggs.get(run.id, {}))
+        out.append(d)
+    return out
+
+
+def _result_counts(session: Session, ids: list[int]) -> dict[int, tuple[int, int]]:
+    stmt = (select(Result.run_id, func.count(), func.sum(case((Result.finish_reason == "error", 1), else_=0)))
+            .where(Result.run_id.in_(ids)).group_by(Result.run_id))
+    return {rid: (int(n), int(f or 0)) for rid, n, f in session.execute(stmt)}
+
+
+def _overall_aggregates(session: Session, ids: list[int]) -> dict[int, dict[str, dict[str, tuple]]]:
+    stmt = select(Aggregate.run_id, Aggregate.metric, Aggregate.kind, Aggregate.value, Aggregate.ci_low,
+                  Aggregate.ci_high, Aggregate.n).where(Aggregate.run_id.in_(ids), Aggregate.slice == "")
+    out: dict[int, dict[str, dict[str, tuple]]] = {}
+    for rid, metric, kind, value, lo, hi, n in session.execute(stmt):
+        out.setdefault(rid, {}).setdefault(metric, {})[kind] = (value, lo, hi, n)
+    return out
+
+
+def get_run(*, session: Session, run_id: int) -> Optional[dict[str, Any]]:
+    row = session.execute(select(Run, Dataset.name, Dataset.split).join(Dataset, Dataset.id == Run.dataset_id)
+                          .where(Run.id == run_id)).first()
+    if row is None:
+        return None
+    d = _run_dict(row[0])
+    d.update(dataset=row[1], split=row[2])
+    return d
+
+
+def find_run(*, session: Session, ref: str | int) -> int:
+    """Run id from an id or a name (the newest run of that name). Raises StoreError if none."""
+    text = str(ref).strip()
+    if text.isdigit() and session.get(Run, int(text)) is not None:
+        return int(text)
+    found = session.scalar(select(Run.id).where(Run.name == text).order_by(Run.created_at.desc(), Run.id.desc()))
+    if found is None:
+        raise StoreError(f"no run {text!r} in this store: 'python -m evaluator runs' lists them")
+    return found
+
+
+def run_aggregates(*, session: Session, run_id: int) -> list[dict[str, Any]]:
+    """All aggregate rows of a run (every metric, slice and kind)."""
+    stmt = select(Aggregate).where(Aggregate.run_id == run_id).order_by(Aggregate.slice, Aggregate.metric, Aggregate.kind)
+    return [dict(metric=a.metric, slice=a.slice, kind=a.kind, n=a.n, value=a.value, ci_low=a.ci_low,
+                 ci_high=a.ci_high, extra=dict(a.extra or {})) for a in session.scalars(stmt)]
+
+
+def stored_comparisons(*, session: Session, run_a_id: int, run_b_id: int) -> list[dict[str, Any]]:
+    """Comparison rows stored for candidate A vs baseline B (empty if never computed)."""
+    stmt = (select(Comparison).where(Comparison.run_a_id == run_a_id, Comparison.run_b_id == run_b_id)
+            .order_by(Comparison.slice, Comparison.metric, Comparison.kind))
+    cols = ("metric", "slice", "kind", "n", "value_a", "value_b", "delta", "ci_low", "ci_high", "p_value", "p_holm",
+            "wins", "ties", "losses", "method", "created_at")
+    return [{c: getattr(x, c) for c in cols} for x in session.scalars(stmt)]
+
+
+def baselines_of(*, session: Session, run_id: int) -> list[int]:
+    """Runs evaluated as baselines for this candidate."""
+    return list(session.scalars(select(Run.id).where(Run.baseline_for_id == run_id).order_by(Run.id)))
+
+
+def rejected_rows(*, session: Session, run_id: int) -> list[dict[str, Any]]:
+    stmt = select(RejectedRow).where(RejectedRow.run_id == run_id).order_by(RejectedRow.row_index)
+    return [dict(row_index=r.row_index, reason=r.reason, raw=r.raw) for r in session.scalars(stmt)]

@@ -1,0 +1,39 @@
+"""Rows in every table, written through the db write API (for store and migration tests)."""
+from __future__ import annotations
+
+import db
+
+
+def seed_minimal(engine, *, n_examples: int = 5) -> dict:
+    """Two runs (candidate + baseline) over ``n_examples`` examples with metrics, aggregates,
+    a comparison, an annotation, a saved view and a rejected row."""
+    Session = db.session_factory(engine)
+    with Session.begin() as s:
+        ds = db.get_or_create_dataset(session=s, name="fixture.jsonl", split="test")
+        keys = db.upsert_examples(session=s, dataset_id=ds, examples=[
+            dict(key=f"k{i}", row_index=i, messages=[{"role": "user", "content": f"question {i} é"}],
+                 reference=f"answer {i}", category="math" if i % 2 else "chat", tags=["t"])
+            for i in range(n_examples)
+        ])
+        cand = db.create_run(session=s, name="cand", model="m", backend="transformers", dataset_id=ds)
+        base = db.create_run(session=s, name="base", model="b", backend="transformers", dataset_id=ds,
+                             baseline_for_id=cand)
+        for run, shift in ((cand, 0.5), (base, 0.0)):
+            db.insert_results(session=s, run_id=run, results=[
+                dict(example_id=keys[f"k{i}"], output=f"answer {i}" if shift else "", output_tokens=3,
+                     finish_reason="stop", logprobs=[-0.1, -0.2, -0.3], tokens=["a", "n", "s"],
+                     failures=0 if shift else int(db.FailureKind.EMPTY),
+                     metrics={"bleu": 50.0 * shift + i, "rougeL": (None, "boom") if i == 0 else 0.1 * i + shift})
+                for i in range(n_examples)
+            ], higher_is_better={"bleu": True, "rougeL": True})
+            db.replace_aggregates(session=s, run_id=run, rows=[
+                dict(metric="bleu", kind="mean", n=n_examples, value=1.0 + shift, ci_low=0.5, ci_high=1.5)])
+            db.update_run(session=s, run_id=run, status="finished", n_rows=n_examples + 1, n_examples=n_examples,
+                          n_rejected=1)
+            db.add_rejected(session=s, run_id=run, rows=[dict(row_index=n_examples, reason="bad json", raw="{")])
+        db.replace_comparisons(session=s, run_a_id=cand, run_b_id=base, rows=[
+            dict(metric="bleu", n=n_examples, value_a=1.5, value_b=1.0, delta=0.5, ci_low=0.1, ci_high=0.9,
+                 p_value=0.01, p_holm=0.02, wins=4, ties=1, losses=0, method="paired bootstrap")])
+        db.add_annotation(session=s, run_id=cand, example_id=keys["k1"], reviewer="ann", verdict="pass", comment="ok")
+        db.save_view(session=s, name="math fails", params={"run": cand, "category": "math"})
+    return dict(dataset_id=ds, candidate=cand, baseline=base, example_ids=keys)
