@@ -21,6 +21,7 @@ from db._models import (
     Dataset,
     ExampleRow,
     Metric,
+    MetricColumn,
     MetricValue,
     RejectedRow,
     Result,
@@ -43,6 +44,7 @@ from db._write import (
     update_run,
     upsert_examples,
 )
+from db._columns import delta_summary, join_runs, metric_column, paired_metric, refresh_metric_columns
 from db._query import (
     SORT_COLUMNS,
     MetricRange,
@@ -50,16 +52,15 @@ from db._query import (
     ResultQuery,
     count_results,
     dataset_of_run,
-    delta_summary,
     example_history,
     iter_results,
-    join_runs,
     metric_values,
     metrics_for_results,
     page_results,
     result_detail,
     run_categories,
     run_metric_names,
+    selected_example_ids,
 )
 from db._query_runs import (
     baselines_of,
@@ -70,3 +71,54 @@ from db._query_runs import (
     run_aggregates,
     stored_comparisons,
 )
+from db._query_dashboard import (
+    COMPARE_ORDERS,
+    Box,
+    annotations_of,
+    compare_examples,
+    list_datasets,
+    metric_bounds,
+    metric_column,
+    metric_info,
+    paired_grid,
+    paired_summary,
+    paired_values,
+)
+from db._query_errors import (
+    DEFAULT_LENGTH_EDGES,
+    LENGTH_MEASURES,
+    failure_summary,
+    higher_is_better,
+    length_sample,
+    metric_by_length,
+    metric_disagreements,
+    metric_histograms,
+    metric_pair_sample,
+    reliability_bins,
+    verdict_disagreements,
+    verdict_metric_summary,
+)
+from db._query_history import (
+    broken_and_fixed,
+    count_flips,
+    dataset_runs,
+    example_by_key,
+    example_ref,
+    find_examples,
+    flaky_examples,
+    pass_pattern,
+)
+from db._query_review import (
+    QUEUE_LIMIT,
+    decision_log,
+    human_pass_rates,
+    latest_verdicts,
+    queue_example_ids,
+    review_progress,
+    reviewers,
+    saved_view,
+    saved_views,
+    verdict_summaries,
+)
+from db._query_scoring import comparison_partners, run_metric_values, scoring_inputs, set_reference_nll
+from db._query_runs import done_example_ids, export_rows

@@ -10,18 +10,28 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
 from sqlalchemy import Text, and_, case, cast, exists, func, not_, or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from db._models import Annotation, Dataset, ExampleRow, Metric, MetricValue, Result, Run
 from db._values import FailureKind, unpack_logprobs
 
 # Result columns that can be sorted on besides metrics.
+# The hot paths below use Core tables, not ORM entities: building and running an ORM statement
+# costs several milliseconds of Python per query, more than SQLite needs to answer it.
+R, E, MV, M, A = (Result.__table__, ExampleRow.__table__, MetricValue.__table__, Metric.__table__,
+                  Annotation.__table__)
+
+# Result columns that can be sorted on besides metrics.
 SORT_COLUMNS = {
-    "row": ExampleRow.row_index,
-    "output_tokens_col": Result.output_tokens,
-    "latency_ms": Result.latency_ms,
-    "id": Result.id,
+    "row": E.c.row_index,
+    "latency_ms": R.c.latency_ms,
+    "finish_reason": R.c.finish_reason,
 }
+
+
+# Sorting by a metric with metric-range filters: up to this many selected rows, sort the selection;
+# above it, walk the sort metric's index until a page is full (see _page_ids).
+FILTER_DRIVEN_MAX = 5_000
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,7 @@ class ResultPage:
 def _metric_id_map(session: Session, names: Sequence[str]) -> dict[str, int]:
     if not names:
         return {}
-    return dict(session.execute(select(Metric.name, Metric.id).where(Metric.name.in_(list(names)))).all())
+    return dict(session.execute(select(M.c.name, M.c.id).where(M.c.name.in_(list(names)))).all())
 
 
 def _like_pattern(text: str) -> str:
@@ -69,82 +79,163 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _filtered(session: Session, q: ResultQuery, columns: Sequence[Any]):
-    """SELECT ``columns`` FROM results (+ filters of q) — without ordering. Returns (stmt, sort_col)."""
-    names = [r.metric for r in q.ranges] + ([q.sort] if q.sort and q.sort not in SORT_COLUMNS else [])
-    mids = _metric_id_map(session, names)
-    stmt = select(*columns).select_from(Result).join(ExampleRow, ExampleRow.id == Result.example_id)
-    stmt = stmt.where(Result.run_id == q.run_id)
-    for i, r in enumerate(q.ranges):
-        if r.lo is None and r.hi is None:
-            continue
+def _needs_rows(q: ResultQuery) -> bool:
+    """Whether a filter needs columns of results/examples (not only metric_values)."""
+    return bool(q.text or q.category or q.tag or q.failure or q.verdict or q.example_ids is not None)
+
+
+def _active_ranges(q: ResultQuery) -> list[MetricRange]:
+    return [r for r in q.ranges if r.lo is not None or r.hi is not None]
+
+
+def _apply_filters(stmt, q: ResultQuery, mids: dict[str, int], anchor, *, rows_joined: bool):
+    """Add q's filters to ``stmt`` whose result id column is ``anchor``. Returns None if nothing can match.
+
+    Metric ranges join metric_values by primary key (result_id, metric_id) — small rows, no table
+    lookups; the other filters need results (and examples), joined only when used.
+    """
+    for i, r in enumerate(_active_ranges(q)):
         mid = mids.get(r.metric)
         if mid is None:  # a metric this store has never seen matches nothing
-            return stmt.where(False), None
-        mv = aliased(MetricValue, name=f"f{i}")
-        cond = [mv.result_id == Result.id, mv.metric_id == mid, mv.run_id == q.run_id]
+            return None
+        mv = MV.alias(f"f{i}")
+        cond = [mv.c.result_id == anchor, mv.c.metric_id == mid]
         if r.lo is not None:
-            cond.append(mv.value >= r.lo)
+            cond.append(mv.c.value >= r.lo)
         if r.hi is not None:
-            cond.append(mv.value <= r.hi)
+            cond.append(mv.c.value <= r.hi)
         stmt = stmt.join(mv, and_(*cond))
+    if not _needs_rows(q):
+        return stmt
+    if not rows_joined:
+        stmt = stmt.join(R, R.c.id == anchor)
+    if q.text or q.category or q.tag:
+        stmt = stmt.join(E, E.c.id == R.c.example_id)
     if q.text:
         pat = _like_pattern(q.text.lower())
         stmt = stmt.where(or_(
-            func.lower(ExampleRow.prompt_text).like(pat, escape="\\"),
-            func.lower(Result.output).like(pat, escape="\\"),
-            func.lower(func.coalesce(ExampleRow.reference, "")).like(pat, escape="\\"),
+            func.lower(E.c.prompt_text).like(pat, escape="\\"),
+            func.lower(R.c.output).like(pat, escape="\\"),
+            func.lower(func.coalesce(E.c.reference, "")).like(pat, escape="\\"),
         ))
     if q.category:
-        stmt = stmt.where(ExampleRow.category == q.category)
+        stmt = stmt.where(E.c.category == q.category)
     if q.tag:
-        stmt = stmt.where(cast(ExampleRow.tags, Text).like(_like_pattern(f'"{q.tag}"'), escape="\\"))
+        stmt = stmt.where(cast(E.c.tags, Text).like(_like_pattern(f'"{q.tag}"'), escape="\\"))
     if q.failure:
         if q.failure == "any":
-            stmt = stmt.where(Result.failures != 0)
+            stmt = stmt.where(R.c.failures != 0)
         elif q.failure == "none":
-            stmt = stmt.where(Result.failures == 0)
+            stmt = stmt.where(R.c.failures == 0)
         else:
-            stmt = stmt.where(Result.failures.op("&")(int(FailureKind.parse(q.failure))) != 0)
+            stmt = stmt.where(R.c.failures.op("&")(int(FailureKind.parse(q.failure))) != 0)
     if q.verdict:
-        reviewed = exists().where(Annotation.run_id == Result.run_id, Annotation.example_id == Result.example_id)
+        reviewed = exists().where(A.c.run_id == R.c.run_id, A.c.example_id == R.c.example_id)
         if q.verdict == "unreviewed":
             stmt = stmt.where(not_(reviewed))
         elif q.verdict == "any":
             stmt = stmt.where(reviewed)
         else:
-            stmt = stmt.where(reviewed.where(Annotation.verdict == q.verdict))
+            stmt = stmt.where(reviewed.where(A.c.verdict == q.verdict))
     if q.example_ids is not None:
-        stmt = stmt.where(Result.example_id.in_(list(q.example_ids)))
-    sort_col = None
-    if q.sort in SORT_COLUMNS:
-        sort_col = SORT_COLUMNS[q.sort]
-    elif q.sort:
-        mid = mids.get(q.sort)
-        if mid is not None:
-            sv = aliased(MetricValue, name="s")
-            stmt = stmt.outerjoin(sv, and_(sv.result_id == Result.id, sv.metric_id == mid))
-            sort_col = sv.value
-    return stmt, sort_col
+        stmt = stmt.where(R.c.example_id.in_(list(q.example_ids)))
+    return stmt
+
+
+def _mids(session: Session, q: ResultQuery) -> dict[str, int]:
+    names = [r.metric for r in q.ranges] + ([q.sort] if q.sort and q.sort not in SORT_COLUMNS else [])
+    return _metric_id_map(session, names)
 
 
 def count_results(*, session: Session, query: ResultQuery) -> int:
-    stmt, _ = _filtered(session, query.replace(sort=None), [func.count()])
-    return int(session.scalar(stmt) or 0)
+    """How many results of the run the filters select."""
+    q, mids = query, _mids(session, query)
+    ranges = _active_ranges(q)
+    if ranges and not _needs_rows(q):
+        # Drive from the first range's index: a covering index range scan, no table rows read.
+        mid = mids.get(ranges[0].metric)
+        if mid is None:
+            return 0
+        f0 = MV.alias("c0")
+        stmt = select(func.count()).select_from(f0).where(f0.c.run_id == q.run_id, f0.c.metric_id == mid)
+        if ranges[0].lo is not None:
+            stmt = stmt.where(f0.c.value >= ranges[0].lo)
+        if ranges[0].hi is not None:
+            stmt = stmt.where(f0.c.value <= ranges[0].hi)
+        stmt = _apply_filters(stmt, q.replace(ranges=tuple(ranges[1:])), mids, f0.c.result_id, rows_joined=False)
+    else:
+        stmt = _apply_filters(select(func.count()).select_from(R).where(R.c.run_id == q.run_id), q, mids,
+                              R.c.id, rows_joined=True)
+    return 0 if stmt is None else int(session.scalar(stmt) or 0)
 
 
-def _ordered(stmt, sort_col, descending: bool):
-    if sort_col is None:
-        return stmt.order_by(ExampleRow.row_index, Result.id)
-    # NULLs (metric missing or failed) last in both directions; portable across SQLite and PostgreSQL.
-    nulls_last = case((sort_col.is_(None), 1), else_=0)
-    return stmt.order_by(nulls_last, sort_col.desc() if descending else sort_col.asc(), Result.id)
+def _page_ids(session: Session, q: ResultQuery, offset: int, limit: int, selected: Optional[int] = None) -> list[int]:
+    """Result ids of one page, in order. Only ids: row text is fetched for the page alone.
+
+    ``selected`` is count_results(q) when the caller already has it (it picks the plan).
+    """
+    mids = _mids(session, q)
+    sort_mid = mids.get(q.sort) if q.sort and q.sort not in SORT_COLUMNS else None
+    if sort_mid is None:
+        col = SORT_COLUMNS.get(q.sort or "", None)
+        stmt = _apply_filters(select(R.c.id).where(R.c.run_id == q.run_id), q, mids, R.c.id, rows_joined=True)
+        if stmt is None:
+            return []
+        if col is None:  # dataset order: walks the (run_id, example_id) index and stops after one page
+            order = (R.c.example_id.desc(),) if q.descending else (R.c.example_id,)
+        else:
+            nulls_last = case((col.is_(None), 1), else_=0)
+            if col is E.c.row_index and not (q.text or q.category or q.tag):
+                stmt = stmt.join(E, E.c.id == R.c.example_id)
+            order = (nulls_last, col.desc() if q.descending else col.asc(), R.c.id)
+        return list(session.scalars(stmt.order_by(*order).offset(offset).limit(limit)))
+    s = MV.alias("s")
+    ranges = _active_ranges(q)
+    if ranges and not _needs_rows(q) and (selected if selected is not None else count_results(
+            session=session, query=q)) <= FILTER_DRIVEN_MAX:
+        # Few rows pass the filters: scan the first range's index, look up each row's sort value by
+        # primary key, sort those. ("s.c.run_id + 0" keeps SQLite from walking s's index instead.)
+        f0 = MV.alias("d0")
+        stmt = select(s.c.result_id).select_from(f0).join(s, and_(
+            s.c.result_id == f0.c.result_id, s.c.metric_id == sort_mid, s.c.run_id + 0 == q.run_id, s.c.value.is_not(None)))
+        stmt = stmt.where(f0.c.run_id == q.run_id, f0.c.metric_id == mids[ranges[0].metric])
+        if ranges[0].lo is not None:
+            stmt = stmt.where(f0.c.value >= ranges[0].lo)
+        if ranges[0].hi is not None:
+            stmt = stmt.where(f0.c.value <= ranges[0].hi)
+        stmt = _apply_filters(stmt, q.replace(ranges=tuple(ranges[1:])), mids, s.c.result_id, rows_joined=False)
+    else:
+        # Many rows pass: walk the sort metric's (run, metric, value) index in order, probing the
+        # filters per row, and stop after one page.
+        stmt = _apply_filters(
+            select(s.c.result_id).where(s.c.run_id == q.run_id, s.c.metric_id == sort_mid, s.c.value.is_not(None)),
+            q, mids, s.c.result_id, rows_joined=False)
+    if stmt is None:
+        return []
+    # Results without a value for the sort metric come after those with one.
+    order = (s.c.value.desc(), s.c.result_id.desc()) if q.descending else (s.c.value, s.c.result_id)
+    ids = list(session.scalars(stmt.order_by(*order).offset(offset).limit(limit)))
+    if len(ids) == limit:
+        return ids
+    n_valued = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    has_value = exists().where(s.c.result_id == R.c.id, s.c.metric_id == sort_mid, s.c.value.is_not(None))
+    rest = _apply_filters(select(R.c.id).where(R.c.run_id == q.run_id, not_(has_value)), q, mids, R.c.id,
+                          rows_joined=True)
+    rest = rest.order_by(R.c.example_id).offset(max(0, offset - n_valued)).limit(limit - len(ids))
+    return ids + list(session.scalars(rest))
+
+
+def selected_example_ids(*, session: Session, query: ResultQuery, limit: int = 500, offset: int = 0) -> list[int]:
+    """Example ids of the results a filter selects, in the browser's order (e.g. a review queue)."""
+    ids = _page_ids(session, query, offset, limit)
+    found = dict(session.execute(select(R.c.id, R.c.example_id).where(R.c.id.in_(ids))).all())
+    return [int(found[i]) for i in ids]
 
 
 _ROW_COLUMNS = (
-    Result.id.label("result_id"), Result.example_id, ExampleRow.key, ExampleRow.row_index, ExampleRow.category,
-    ExampleRow.prompt_text, ExampleRow.reference, Result.output, Result.finish_reason, Result.failures,
-    Result.output_tokens, Result.latency_ms, Result.error,
+    R.c.id.label("result_id"), R.c.example_id, E.c.key, E.c.row_index, E.c.category,
+    E.c.prompt_text, E.c.reference, R.c.output, R.c.finish_reason, R.c.failures,
+    R.c.output_tokens, R.c.latency_ms, R.c.error,
 )
 
 
@@ -152,14 +243,14 @@ def metrics_for_results(*, session: Session, result_ids: Sequence[int]) -> dict[
     """result id -> {metric name: value} (None where the metric failed)."""
     out: dict[int, dict[str, Optional[float]]] = {rid: {} for rid in result_ids}
     ids = list(result_ids)
+    names = dict(session.execute(select(M.c.id, M.c.name)).all())
     for i in range(0, len(ids), 500):
         rows = session.execute(
-            select(MetricValue.result_id, Metric.name, MetricValue.value)
-            .join(Metric, Metric.id == MetricValue.metric_id)
-            .where(MetricValue.result_id.in_(ids[i:i + 500]))
+            select(MV.c.result_id, MV.c.metric_id, MV.c.value)
+            .where(MV.c.result_id.in_(ids[i:i + 500]))
         )
-        for rid, name, value in rows:
-            out[rid][name] = value
+        for rid, mid, value in rows:
+            out[rid][names[mid]] = value
     return out
 
 
@@ -172,14 +263,19 @@ def _row_dict(row, metrics: dict[str, Optional[float]]) -> dict[str, Any]:
 
 def page_results(*, session: Session, query: ResultQuery, page: int = 0, page_size: int = 50,
                  with_total: bool = True) -> ResultPage:
-    """One page of a run's results (filtered and sorted in SQL), each row with all its metrics."""
+    """One page of a run's results (filtered and sorted in SQL), each row with all its metrics.
+
+    Default order is the dataset's (example id); ``query.sort`` names a metric or a SORT_COLUMNS key.
+    Rows whose sort value is missing (metric failed or not applicable) come last in both directions.
+    """
     page = max(0, int(page))
-    stmt, sort_col = _filtered(session, query, _ROW_COLUMNS)
-    stmt = _ordered(stmt, sort_col, query.descending).limit(page_size).offset(page * page_size)
-    rows = session.execute(stmt).all()
-    metrics = metrics_for_results(session=session, result_ids=[r.result_id for r in rows])
-    total = count_results(session=session, query=query) if with_total else len(rows)
-    return ResultPage([_row_dict(r, metrics[r.result_id]) for r in rows], total, page, page_size)
+    total = count_results(session=session, query=query) if with_total else None
+    ids = _page_ids(session, query, page * page_size, page_size, selected=total)
+    rows = {r.result_id: r for r in session.execute(
+        select(*_ROW_COLUMNS).join(E, E.c.id == R.c.example_id).where(R.c.id.in_(ids)))}
+    metrics = metrics_for_results(session=session, result_ids=ids)
+    return ResultPage([_row_dict(rows[i], metrics[i]) for i in ids], len(ids) if total is None else total,
+                      page, page_size)
 
 
 def iter_results(*, session: Session, query: ResultQuery, chunk: int = 1000) -> Iterator[dict[str, Any]]:
@@ -223,51 +319,6 @@ def result_detail(*, session: Session, run_id: int, example_id: int) -> Optional
         ref_nll=res.ref_nll, ref_tokens=res.ref_tokens,
         metrics={n: v for n, v, _ in metric_rows}, metric_errors={n: e for n, _, e in metric_rows if e},
     )
-
-
-def join_runs(*, session: Session, run_a_id: int, run_b_id: int, metric: str) -> list[tuple]:
-    """Examples both runs have, joined on example: (example_id, key, category, value_a, value_b)."""
-    mid = _metric_id_map(session, [metric]).get(metric)
-    if mid is None:
-        return []
-    ra, rb = aliased(Result, name="ra"), aliased(Result, name="rb")
-    ma, mb = aliased(MetricValue, name="ma"), aliased(MetricValue, name="mb")
-    stmt = (
-        select(ra.example_id, ExampleRow.key, ExampleRow.category, ma.value, mb.value)
-        .select_from(ra)
-        .join(rb, and_(rb.example_id == ra.example_id, rb.run_id == run_b_id))
-        .join(ExampleRow, ExampleRow.id == ra.example_id)
-        .join(ma, and_(ma.result_id == ra.id, ma.metric_id == mid))
-        .join(mb, and_(mb.result_id == rb.id, mb.metric_id == mid))
-        .where(ra.run_id == run_a_id)
-    )
-    return [tuple(r) for r in session.execute(stmt).all()]
-
-
-def delta_summary(*, session: Session, run_a_id: int, run_b_id: int) -> list[dict[str, Any]]:
-    """Per metric over the examples both runs have: n, mean A, mean B, mean delta, A>B / A=B / A<B counts.
-
-    Computed in SQL (one grouped join); wins here mean "A's value is larger" — callers flip it for
-    metrics where lower is better (``higher_is_better`` is returned with each row).
-    """
-    ra, rb = aliased(Result, name="ra"), aliased(Result, name="rb")
-    ma, mb = aliased(MetricValue, name="ma"), aliased(MetricValue, name="mb")
-    d = ma.value - mb.value
-    stmt = (
-        select(Metric.name, Metric.higher_is_better, func.count(), func.avg(ma.value), func.avg(mb.value), func.avg(d),
-               func.sum(case((d > 0, 1), else_=0)), func.sum(case((d == 0, 1), else_=0)),
-               func.sum(case((d < 0, 1), else_=0)))
-        .select_from(ra)
-        .join(rb, and_(rb.example_id == ra.example_id, rb.run_id == run_b_id))
-        .join(ma, ma.result_id == ra.id)
-        .join(mb, and_(mb.result_id == rb.id, mb.metric_id == ma.metric_id))
-        .join(Metric, Metric.id == ma.metric_id)
-        .where(ra.run_id == run_a_id, ma.value.is_not(None), mb.value.is_not(None))
-        .group_by(Metric.name, Metric.higher_is_better)
-        .order_by(Metric.name)
-    )
-    keys = ("metric", "higher_is_better", "n", "mean_a", "mean_b", "mean_delta", "a_greater", "equal", "a_less")
-    return [dict(zip(keys, row)) for row in session.execute(stmt)]
 
 
 def metric_values(*, session: Session, run_id: int, metric: str) -> list[float]:

@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from db._engine import StoreError
-from db._models import Aggregate, Comparison, Dataset, RejectedRow, Result, Run
+from db._models import Aggregate, Comparison, Dataset, ExampleRow, RejectedRow, Result, Run
+from db._values import FailureKind, unpack_logprobs
 
 RUN_COLUMNS = ("id", "name", "family", "model", "model_revision", "adapter", "backend", "dataset_id", "generation",
                "config", "repro", "baseline_for_id", "status", "error", "n_rows", "n_examples", "n_rejected",
@@ -118,3 +119,49 @@ def baselines_of(*, session: Session, run_id: int) -> list[int]:
 def rejected_rows(*, session: Session, run_id: int) -> list[dict[str, Any]]:
     stmt = select(RejectedRow).where(RejectedRow.run_id == run_id).order_by(RejectedRow.row_index)
     return [dict(row_index=r.row_index, reason=r.reason, raw=r.raw) for r in session.scalars(stmt)]
+
+
+# ---------------------------------------------------------------- evaluator: resume and export
+
+
+def done_example_ids(*, session: Session, run_id: int) -> set[int]:
+    """Examples that already have a committed result in the run (``--resume`` skips them)."""
+    return set(session.scalars(select(Result.example_id).where(Result.run_id == run_id)))
+
+
+def export_rows(*, session: Session, run_id: int, chunk: int = 1000) -> Iterator[dict[str, Any]]:
+    """One record per result of the run in dataset order, fetched ``chunk`` results at a time (keyset paging).
+
+    Keys: run_id, example_id, example_key, row_index, category, messages, reference, output,
+    finish_reason, output_tokens, prompt_tokens, failures (names), error, latency_ms, ref_nll,
+    ref_tokens, token_logprobs, metrics {name: value} (None where the metric failed on the example).
+    """
+    from db._query import metrics_for_results
+
+    last = (-1, -1)
+    while True:
+        stmt = (
+            select(Result, ExampleRow)
+            .join(ExampleRow, ExampleRow.id == Result.example_id)
+            .where(Result.run_id == run_id)
+            .where(or_(ExampleRow.row_index > last[0], and_(ExampleRow.row_index == last[0], Result.id > last[1])))
+            .order_by(ExampleRow.row_index, Result.id)
+            .limit(chunk)
+        )
+        page = session.execute(stmt).all()
+        if not page:
+            return
+        metrics = metrics_for_results(session=session, result_ids=[r.id for r, _ in page])
+        for result, example in page:
+            yield {
+                "run_id": run_id, "example_id": example.id, "example_key": example.key,
+                "row_index": example.row_index, "category": example.category,
+                "messages": list(example.messages or []), "reference": example.reference,
+                "output": result.output, "finish_reason": result.finish_reason,
+                "output_tokens": result.output_tokens, "prompt_tokens": result.prompt_tokens,
+                "failures": FailureKind.names(result.failures or 0), "error": result.error,
+                "latency_ms": result.latency_ms, "ref_nll": result.ref_nll, "ref_tokens": result.ref_tokens,
+                "token_logprobs": unpack_logprobs(result.token_logprobs),
+                "metrics": dict(sorted(metrics.get(result.id, {}).items())),
+            }
+        last = (page[-1][1].row_index, page[-1][0].id)

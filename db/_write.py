@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from db._models import (
@@ -183,9 +183,17 @@ def insert_results(*, session: Session, run_id: int, results: Sequence[Mapping[s
         row["prompt_tokens"] = row["prompt_tokens"] or 0
         row["failures"] = int(row["failures"] or 0)
         params.append(row)
-    ids = list(session.scalars(
-        insert(Result).returning(Result.id, sort_by_parameter_order=True), params
-    ))
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite writers hold the database's write lock from BEGIN IMMEDIATE (see db._engine), so
+        # no other writer can take ids between max(id) and the insert: assign them here and use a
+        # plain executemany, which is ~2x faster than INSERT .. RETURNING over many rows.
+        first = (session.scalar(select(func.max(Result.id))) or 0) + 1
+        ids = list(range(first, first + len(params)))
+        for rid, row in zip(ids, params):
+            row["id"] = rid
+        session.execute(insert(Result), params)
+    else:
+        ids = list(session.scalars(insert(Result).returning(Result.id, sort_by_parameter_order=True), params))
     names = {n for r in results for n in (r.get("metrics") or {})}
     if names:
         mids = metric_ids(session=session, names=names, higher_is_better=higher_is_better)

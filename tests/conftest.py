@@ -50,3 +50,92 @@ def engine(store_url):
     eng = make_engine(store_url)
     yield eng
     eng.dispose()
+
+
+# The real-Unsloth backend test runs in its own virtual environment (.venv-unsloth, see
+# scripts/test.sh), because importing unsloth patches transformers for the whole process.
+# In an environment without unsloth it is not collected at all rather than skipped.
+import importlib.util as _ilu  # noqa: E402
+
+collect_ignore = [] if _ilu.find_spec("unsloth") else ["test_unsloth_backend.py"]
+
+
+# ------------------------------------------------------------------ PostgreSQL
+# A real PostgreSQL server (Debian's binaries, installed by scripts/setup.sh --tests) started once per
+# test session on a loopback port, in a temporary data directory; one fresh database per test.
+
+import glob as _glob  # noqa: E402
+import shutil as _shutil  # noqa: E402
+import socket as _socket  # noqa: E402
+import subprocess as _subprocess  # noqa: E402
+import uuid as _uuid  # noqa: E402
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(_glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(found[-1]).parent if found else None
+
+
+def _free_port() -> int:
+    with _socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """(host, port, user) of a PostgreSQL server running for this test session."""
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.fail("PostgreSQL server binaries not found: run 'bash scripts/setup.sh --tests' (apt-get install postgresql)")
+    import tempfile
+
+    # Not under pytest's tmp dir: that is private to root, and the server runs as "postgres" there.
+    base = Path(tempfile.mkdtemp(prefix="evalbench-pg-"))
+    data = base / "data"
+    port = _free_port()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root; use the postgres system user
+        _shutil.chown(base, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    run = lambda *cmd: _subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
+    run(str(bindir / "initdb"), "-D", str(data), "-U", "evaltest", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-t", "60",
+        "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", "start")
+    yield ("127.0.0.1", port, "evaltest")
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+    _shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture()
+def pg_url(postgres_server) -> str:
+    """URL of a fresh, empty PostgreSQL database."""
+    import psycopg
+
+    host, port, user = postgres_server
+    name = f"t_{_uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=host, port=port, user=user, dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://{user}@{host}:{port}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store_url(request, tmp_path) -> str:
+    """A fresh store migrated to head, on SQLite and on PostgreSQL (the store suite runs on both)."""
+    from db import open_store
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    open_store(url).dispose()
+    return url
+
+
+@pytest.fixture()
+def any_engine(any_store_url):
+    from db import make_engine
+
+    eng = make_engine(any_store_url)
+    yield eng
+    eng.dispose()

@@ -9,7 +9,8 @@ from tests.store_seed import seed_minimal
 
 
 @pytest.fixture()
-def seeded(engine):
+def seeded(any_engine):
+    engine = any_engine
     ids = seed_minimal(engine, n_examples=6)
     return engine, db.session_factory(engine), ids
 

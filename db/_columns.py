@@ -1,0 +1,121 @@
+"""Whole-run metric arrays (db.MetricColumn): write them when a run is final, read them for joins.
+
+Readers never depend on the cache being there: without it (or for a run still running) the same
+arrays are built from metric_values.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from db._models import ExampleRow, Metric, MetricColumn, MetricValue, Result, Run, utcnow
+
+_I8 = np.dtype("<i8")
+_F8 = np.dtype("<f8")
+
+
+def _from_rows(rows) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """(metric_id, example_id, value) rows -> metric_id -> (sorted example ids, values)."""
+    if not rows:
+        return {}
+    arr = np.array([(m, e, np.nan if v is None else v) for m, e, v in rows], dtype=float)
+    out = {}
+    for mid in np.unique(arr[:, 0]).astype(int):
+        sub = arr[arr[:, 0] == mid]
+        order = np.argsort(sub[:, 1], kind="stable")
+        out[int(mid)] = (sub[order, 1].astype(np.int64), sub[order, 2])
+    return out
+
+
+def _compute(session: Session, run_id: int, metric_id: Optional[int] = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    stmt = (select(MetricValue.metric_id, Result.example_id, MetricValue.value)
+            .select_from(Result).join(MetricValue, MetricValue.result_id == Result.id)
+            .where(Result.run_id == run_id))
+    if metric_id is not None:
+        stmt = stmt.where(MetricValue.metric_id == metric_id)
+    return _from_rows(session.execute(stmt).all())
+
+
+def refresh_metric_columns(*, session: Session, run_id: int) -> int:
+    """(Re)write the metric columns of a run from its metric_values; returns how many metrics."""
+    cols = _compute(session, run_id)
+    session.execute(delete(MetricColumn).where(MetricColumn.run_id == run_id))
+    now = utcnow()
+    if cols:
+        session.execute(insert(MetricColumn), [
+            dict(run_id=run_id, metric_id=mid, n=len(ids), example_ids=ids.astype(_I8).tobytes(),
+                 values=vals.astype(_F8).tobytes(), updated_at=now)
+            for mid, (ids, vals) in cols.items()
+        ])
+    return len(cols)
+
+
+def _metric_id(session: Session, metric: str) -> Optional[int]:
+    return session.scalar(select(Metric.id).where(Metric.name == metric))
+
+
+def metric_column(*, session: Session, run_id: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(example ids ascending, values with NaN for failed) of one metric in one run."""
+    mid = _metric_id(session, metric)
+    if mid is None:
+        return np.empty(0, np.int64), np.empty(0)
+    status = session.scalar(select(Run.status).where(Run.id == run_id))
+    if status != "running":
+        row = session.execute(select(MetricColumn.example_ids, MetricColumn.values)
+                              .where(MetricColumn.run_id == run_id, MetricColumn.metric_id == mid)).first()
+        if row is not None:
+            return np.frombuffer(row[0], dtype=_I8).astype(np.int64), np.frombuffer(row[1], dtype=_F8).astype(float)
+    return _compute(session, run_id, mid).get(mid, (np.empty(0, np.int64), np.empty(0)))
+
+
+def paired_metric(*, session: Session, run_a_id: int, run_b_id: int, metric: str
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(example ids, A values, B values) over the examples both runs have a value for."""
+    ea, va = metric_column(session=session, run_id=run_a_id, metric=metric)
+    eb, vb = metric_column(session=session, run_id=run_b_id, metric=metric)
+    common, ia, ib = np.intersect1d(ea, eb, assume_unique=True, return_indices=True)
+    a, b = va[ia], vb[ib]
+    ok = ~(np.isnan(a) | np.isnan(b))
+    return common[ok], a[ok], b[ok]
+
+
+def _common_metrics(session: Session, run_a_id: int, run_b_id: int) -> list[tuple[str, Optional[bool]]]:
+    from db._query import run_metric_names
+
+    common = set(run_metric_names(session=session, run_id=run_a_id)) & set(
+        run_metric_names(session=session, run_id=run_b_id))
+    rows = session.execute(select(Metric.name, Metric.higher_is_better).where(Metric.name.in_(common))
+                           .order_by(Metric.name)).all()
+    return [(n, h) for n, h in rows]
+
+
+def join_runs(*, session: Session, run_a_id: int, run_b_id: int, metric: str) -> list[tuple]:
+    """Examples both runs have a value for: (example_id, key, category, value_a, value_b), by example id."""
+    ids, a, b = paired_metric(session=session, run_a_id=run_a_id, run_b_id=run_b_id, metric=metric)
+    if len(ids) == 0:
+        return []
+    dataset_id = session.scalar(select(Run.dataset_id).where(Run.id == run_a_id))
+    # Both lookups are covering-index scans of examples (never its text columns).
+    keys = dict(session.execute(select(ExampleRow.id, ExampleRow.key).where(ExampleRow.dataset_id == dataset_id)).all())
+    cats = dict(session.execute(select(ExampleRow.id, ExampleRow.category)
+                                .where(ExampleRow.dataset_id == dataset_id)).all())
+    return [(int(e), keys.get(int(e)), cats.get(int(e)), float(x), float(y)) for e, x, y in zip(ids, a, b)]
+
+
+def delta_summary(*, session: Session, run_a_id: int, run_b_id: int) -> list[dict[str, Any]]:
+    """Per metric over the examples both runs have a value for: n, mean A, mean B, mean delta and the
+    counts of A > B, A = B, A < B (raw comparison; ``higher_is_better`` comes with each row so callers
+    can turn it into wins and losses)."""
+    out = []
+    for name, hib in _common_metrics(session, run_a_id, run_b_id):
+        ids, a, b = paired_metric(session=session, run_a_id=run_a_id, run_b_id=run_b_id, metric=name)
+        if len(ids) == 0:
+            continue
+        d = a - b
+        out.append(dict(metric=name, higher_is_better=hib, n=int(len(ids)), mean_a=float(a.mean()),
+                        mean_b=float(b.mean()), mean_delta=float(d.mean()), a_greater=int((d > 0).sum()),
+                        equal=int((d == 0).sum()), a_less=int((d < 0).sum())))
+    return out
