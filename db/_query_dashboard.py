@@ -13,7 +13,8 @@ import numpy as np
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, aliased
 
-from db._models import Annotation, Dataset, ExampleRow, Metric, MetricColumn, MetricValue, Result, Run
+from db._columns import paired_metric
+from db._models import Annotation, Dataset, ExampleRow, Metric, MetricValue, Result, Run
 from db._query import run_metric_names
 
 # Orders of compare_examples: the difference is value A - value B.
@@ -24,6 +25,17 @@ def _metric_id_map(session: Session, names: list[str]) -> dict[str, int]:
     if not names:
         return {}
     return dict(session.execute(select(Metric.name, Metric.id).where(Metric.name.in_(list(names)))).all())
+
+
+def run_index(*, session: Session) -> list[dict[str, Any]]:
+    """Every run, newest first, with its dataset: what pickers and labels need, without ``db.list_runs``'s
+    per-run counts and aggregates (those read every result row; this reads only runs and datasets)."""
+    stmt = (select(Run.id, Run.name, Run.family, Run.model, Run.adapter, Run.dataset_id, Dataset.name, Dataset.split,
+                   Run.created_at, Run.status, Run.baseline_for_id)
+            .join(Dataset, Dataset.id == Run.dataset_id).order_by(Run.created_at.desc(), Run.id.desc()))
+    keys = ("id", "name", "family", "model", "adapter", "dataset_id", "dataset", "split", "created_at", "status",
+            "baseline_for_id")
+    return [dict(zip(keys, row)) for row in session.execute(stmt).all()]
 
 
 def list_datasets(*, session: Session) -> list[dict[str, Any]]:
@@ -71,11 +83,10 @@ def annotations_of(*, session: Session, run_id: int, example_id: int) -> list[di
 
 # ---------------------------------------------------------------- two runs side by side
 #
-# Whole-run work on two runs (scatter, sort by difference, per-slice deltas) reads each run's metric as
-# a packed column (db.MetricColumn, written when a run is finalised) and joins the two in numpy: two
-# 100k-example runs cost a few milliseconds instead of 200k index lookups. A run without columns (still
-# running, or written before they existed) gets the same arrays from metric_values. Only pages of
-# examples (at most page_size ids) go back to SQL for their texts.
+# Whole-run work on two runs (scatter, sort by difference, per-slice deltas) joins the runs' metric
+# columns in numpy (db.paired_metric: packed arrays written when a run is finalised, or built from
+# metric_values for a run without them). Only a page of examples (page_size ids) goes back to SQL
+# for its texts.
 
 
 @dataclass(frozen=True)
@@ -88,35 +99,6 @@ class Box:
     b_hi: Optional[float] = None
 
 
-def metric_column(*, session: Session, run_id: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """(example ids ascending as int64, values as float64 with NaN where the metric failed) of one metric."""
-    mid = _metric_id_map(session, [metric]).get(metric)
-    if mid is None:
-        return np.empty(0, np.int64), np.empty(0, np.float64)
-    row = session.execute(select(MetricColumn.example_ids, MetricColumn.values)
-                          .where(MetricColumn.run_id == run_id, MetricColumn.metric_id == mid)).first()
-    if row is not None:
-        return np.frombuffer(row[0], dtype="<i8").astype(np.int64), np.frombuffer(row[1], dtype="<f8").astype(np.float64)
-    rows = session.execute(
-        select(Result.example_id, MetricValue.value).join(Result, Result.id == MetricValue.result_id)
-        .where(MetricValue.run_id == run_id, MetricValue.metric_id == mid).order_by(Result.example_id)
-    ).all()
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    vals = np.fromiter((np.nan if r[1] is None else r[1] for r in rows), dtype=np.float64, count=len(rows))
-    return ids, vals
-
-
-def paired_values(*, session: Session, run_a_id: int, run_b_id: int,
-                  metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(example ids, A's values, B's values) on the examples where both runs have a value of ``metric``."""
-    ia, xa = metric_column(session=session, run_id=run_a_id, metric=metric)
-    ib, xb = metric_column(session=session, run_id=run_b_id, metric=metric)
-    ids, ja, jb = np.intersect1d(ia, ib, assume_unique=True, return_indices=True)
-    va, vb = xa[ja], xb[jb]
-    ok = ~(np.isnan(va) | np.isnan(vb))
-    return ids[ok], va[ok], vb[ok]
-
-
 def paired_grid(*, session: Session, run_a_id: int, run_b_id: int, metric: str,
                 bins: int = 60) -> dict[str, Any]:
     """A's vs B's value of one metric on the examples both runs have, counted on a grid.
@@ -127,7 +109,7 @@ def paired_grid(*, session: Session, run_a_id: int, run_b_id: int, metric: str,
     bins x bins grid over [lo, hi]. Either way there are at most bins**2 cells whatever the number of
     examples, so the scatter of a million examples is as small as that of a hundred.
     """
-    _, va, vb = paired_values(session=session, run_a_id=run_a_id, run_b_id=run_b_id, metric=metric)
+    _, va, vb = paired_metric(session=session, run_a_id=run_a_id, run_b_id=run_b_id, metric=metric)
     if not len(va):
         return {"cells": [], "n": 0, "lo": None, "hi": None, "width": None}
     lo, hi = float(min(va.min(), vb.min())), float(max(va.max(), vb.max()))
@@ -147,6 +129,11 @@ def _dataset_id(session: Session, run_id: int) -> Optional[int]:
     return session.scalar(select(Run.dataset_id).where(Run.id == run_id))
 
 
+def _category_ids(session: Session, dataset_id: Optional[int], category: str) -> np.ndarray:
+    return np.fromiter(session.scalars(select(ExampleRow.id).where(
+        ExampleRow.dataset_id == dataset_id, ExampleRow.category == category)), dtype=np.int64)
+
+
 def compare_examples(*, session: Session, run_a_id: int, run_b_id: int, metric: str, order: str = "abs_desc",
                      threshold: Optional[float] = None, flips_only: bool = False, box: Optional[Box] = None,
                      category: Optional[str] = None, page: int = 0, page_size: int = 25) -> dict[str, Any]:
@@ -157,7 +144,7 @@ def compare_examples(*, session: Session, run_a_id: int, run_b_id: int, metric: 
     in one run and fail in the other. ``box`` limits both values (a region selected on the scatter).
     Returns {"rows": [...], "total": n}; ties keep example order.
     """
-    ids, va, vb = paired_values(session=session, run_a_id=run_a_id, run_b_id=run_b_id, metric=metric)
+    ids, va, vb = paired_metric(session=session, run_a_id=run_a_id, run_b_id=run_b_id, metric=metric)
     keep = np.ones(len(ids), dtype=bool)
     if box is not None:
         for vals, lo, hi in ((va, box.a_lo, box.a_hi), (vb, box.b_lo, box.b_hi)):
@@ -168,9 +155,7 @@ def compare_examples(*, session: Session, run_a_id: int, run_b_id: int, metric: 
     if flips_only and threshold is not None:
         keep &= (va >= threshold) != (vb >= threshold)
     if category is not None and len(ids):
-        in_cat = np.fromiter(session.scalars(select(ExampleRow.id).where(
-            ExampleRow.dataset_id == _dataset_id(session, run_a_id), ExampleRow.category == category)), dtype=np.int64)
-        keep &= np.isin(ids, in_cat)
+        keep &= np.isin(ids, _category_ids(session, _dataset_id(session, run_a_id), category))
     ids, va, vb = ids[keep], va[keep], vb[keep]
     diff = va - vb
     if order == "diff_desc":
@@ -205,41 +190,34 @@ def compare_examples(*, session: Session, run_a_id: int, run_b_id: int, metric: 
     return {"rows": rows, "total": int(len(ids))}
 
 
-def paired_summary(*, session: Session, run_a_id: int, run_b_id: int,
-                   by_category: bool = False) -> list[dict[str, Any]]:
-    """What ``db.delta_summary`` returns (per metric over the examples both runs have a value for: n, mean A,
-    mean B, mean delta, A>B / A=B / A<B counts, higher_is_better), from the metric columns.
-
-    With ``by_category`` one row per metric and category, with ``slice`` = "category=<name>"
-    (examples without a category are left out of the slices).
-    """
+def delta_by_slice(*, session: Session, run_a_id: int, run_b_id: int) -> list[dict[str, Any]]:
+    """``db.delta_summary`` per category: the same keys plus ``slice`` = "category=<name>", sorted by slice
+    then metric (examples without a category are left out)."""
     names = sorted(set(run_metric_names(session=session, run_id=run_a_id))
                    & set(run_metric_names(session=session, run_id=run_b_id)))
     hib = dict(session.execute(select(Metric.name, Metric.higher_is_better)).all())
-    cats: dict[int, Optional[str]] = {}
-    if by_category:
-        cats = dict(session.execute(select(ExampleRow.id, ExampleRow.category).where(
-            ExampleRow.dataset_id == _dataset_id(session, run_a_id))).all())
+    dataset_id = _dataset_id(session, run_a_id)
+    labels = sorted(session.scalars(select(ExampleRow.category).where(
+        ExampleRow.dataset_id == dataset_id, ExampleRow.category.is_not(None)).distinct()))
+    if not labels:
+        return []
+    # Per category, its example ids (index scans of (dataset_id, category)); then one sorted id -> code map.
+    parts = [_category_ids(session, dataset_id, c) for c in labels]
+    cat_ids = np.concatenate(parts)
+    cat_codes = np.concatenate([np.full(len(p), i, dtype=np.int64) for i, p in enumerate(parts)])
+    order = np.argsort(cat_ids, kind="stable")
+    cat_ids, cat_codes = cat_ids[order], cat_codes[order]
     out = []
     for name in names:
-        ids, va, vb = paired_values(session=session, run_a_id=run_a_id, run_b_id=run_b_id, metric=name)
-        if not len(ids):
-            continue
-        groups: list[tuple[str, np.ndarray]]
-        if by_category:
-            labels = np.array([cats.get(int(i)) or "" for i in ids], dtype=object)
-            groups = [(f"category={c}", labels == c) for c in sorted(set(labels.tolist())) if c]
-        else:
-            groups = [("", np.ones(len(ids), dtype=bool))]
-        for slice_, mask in groups:
+        ids, va, vb = paired_metric(session=session, run_a_id=run_a_id, run_b_id=run_b_id, metric=name)
+        pos = np.minimum(np.searchsorted(cat_ids, ids), len(cat_ids) - 1)
+        codes = np.where(cat_ids[pos] == ids, cat_codes[pos], -1)  # -1: no category
+        for code in np.unique(codes[codes >= 0]):
+            mask = codes == code
             a, b = va[mask], vb[mask]
             d = a - b
-            row = dict(metric=name, higher_is_better=hib.get(name), n=int(len(a)), mean_a=float(a.mean()),
-                       mean_b=float(b.mean()), mean_delta=float(d.mean()), a_greater=int((d > 0).sum()),
-                       equal=int((d == 0).sum()), a_less=int((d < 0).sum()))
-            if by_category:
-                row["slice"] = slice_
-            out.append(row)
-    if by_category:
-        out.sort(key=lambda r: (r["slice"], r["metric"]))
+            out.append(dict(metric=name, higher_is_better=hib.get(name), slice=f"category={labels[code]}",
+                            n=int(len(a)), mean_a=float(a.mean()), mean_b=float(b.mean()), mean_delta=float(d.mean()),
+                            a_greater=int((d > 0).sum()), equal=int((d == 0).sum()), a_less=int((d < 0).sum())))
+    out.sort(key=lambda r: (r["slice"], r["metric"]))
     return out

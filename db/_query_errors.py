@@ -1,24 +1,24 @@
 """Error-analysis queries: metric distributions, confidence vs quality, failure kinds, length, disagreement.
 
-Every function aggregates in SQL (GROUP BY over bucket indexes), reads a bounded deterministic sample,
-or works on whole-run metric columns (two packed arrays per metric, db.MetricColumn) in numpy; what
-reaches the dashboard is a few buckets or one page of rows, and no text but that page's ever leaves
-the database.
+Every function aggregates in SQL (GROUP BY), reads a bounded deterministic sample, or works in numpy on
+whole-run metric columns (two packed arrays per metric, ``db.MetricColumn``, built from metric_values
+when missing). What reaches the dashboard is a few buckets or one page of rows, and no text but that
+page's ever leaves the database.
 
 Binning: a value v in [lo, hi] falls in bucket ``floor((v - lo) / width)`` (the maximum in the last
-bucket), so bucket i covers [lo + i*width, lo + (i+1)*width). When a metric takes at most ``bins``
-distinct values (exact match 0/1, ratings 1-5) the buckets are those exact values instead.
+bucket), so bucket i covers [lo + i*width, lo + (i+1)*width). A metric with few distinct values
+(exact match 0/1, ratings 1-5) gets one bucket per value in histograms instead.
 """
 from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from sqlalchemy import Integer, and_, case, cast, func, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from db._columns import metric_column
-from db._models import Annotation, ExampleRow, Metric, MetricValue, Result
+from db._models import Annotation, ExampleRow, MetricValue, Result
 from db._query import _metric_id_map
 from db._values import FailureKind
 
@@ -28,25 +28,11 @@ from db._values import FailureKind
 _HASH_MUL, _HASH_MOD = 2654435761, 4294967296
 DEFAULT_LENGTH_EDGES = (0, 8, 16, 32, 64, 128, 256, 512, 1024)
 LENGTH_MEASURES = ("output_tokens", "output_chars", "reference_chars")
+EXACT_MAX = 12  # a metric with at most this many distinct values gets one histogram bar per value
 
 
 def _sample_order(id_col):
     return (id_col * _HASH_MUL) % _HASH_MOD
-
-
-def _bin_index(session: Session, expr, lo: float, width: float, bins: int):
-    """SQL integer floor((expr - lo) / width), clamped to [0, bins - 1]."""
-    scaled = (expr - lo) / width
-    if session.get_bind().dialect.name == "postgresql":
-        idx = cast(func.floor(scaled), Integer)  # PostgreSQL's CAST rounds; floor first
-    else:
-        idx = cast(scaled, Integer)  # SQLite's CAST truncates toward zero = floor, as scaled >= 0
-    return case((idx >= bins, bins - 1), (idx < 0, 0), else_=idx)
-
-
-def higher_is_better(*, session: Session, metric: str) -> Optional[bool]:
-    """The metric's direction as the writer declared it (None when not declared)."""
-    return session.scalar(select(Metric.higher_is_better).where(Metric.name == metric))
 
 
 # ---------------------------------------------------------------- distributions
@@ -56,38 +42,32 @@ def metric_histograms(*, session: Session, run_ids: Sequence[int], metric: str, 
     """Histogram of one metric for each run, on shared buckets so the runs can be overlaid.
 
     Returns {"exact": bool, "lo", "hi", "width", "rows": [{run_id, bin_lo, bin_hi, count}], "n": {run_id: n}}.
-    Exact mode (at most ``bins`` distinct values): one bucket per value, bin_lo == bin_hi == the value.
+    Exact mode (at most ``min(bins, 12)`` distinct values: 0/1 scores, ratings): one bucket per value,
+    bin_lo == bin_hi == the value. Counted in numpy on the runs' metric columns; failed values are left out.
     """
-    empty = {"exact": False, "lo": None, "hi": None, "width": None, "rows": [], "n": {}}
-    mid = _metric_id_map(session, [metric]).get(metric)
     run_ids = [int(r) for r in run_ids]
-    if mid is None or not run_ids:
-        return empty
-    where = (MetricValue.run_id.in_(run_ids), MetricValue.metric_id == mid, MetricValue.value.is_not(None))
-    lo, hi = session.execute(select(func.min(MetricValue.value), func.max(MetricValue.value)).where(*where)).one()
-    if lo is None:
-        return empty
-    lo, hi = float(lo), float(hi)
-    distinct = select(MetricValue.value).where(*where).distinct().limit(bins + 1).subquery()
-    exact = int(session.scalar(select(func.count()).select_from(distinct)) or 0) <= bins
+    values = {}
+    for rid in run_ids:
+        _, v = metric_column(session=session, run_id=rid, metric=metric)
+        values[rid] = v[~np.isnan(v)]
+    present = [v for v in values.values() if len(v)]
+    if not present:
+        return {"exact": False, "lo": None, "hi": None, "width": None, "rows": [], "n": {}}
+    lo, hi = float(min(v.min() for v in present)), float(max(v.max() for v in present))
+    distinct = np.unique(np.concatenate(present))
+    exact = len(distinct) <= min(bins, EXACT_MAX)
     rows: list[dict[str, Any]] = []
-    width = None
-    if exact:
-        stmt = (select(MetricValue.run_id, MetricValue.value, func.count()).where(*where)
-                .group_by(MetricValue.run_id, MetricValue.value).order_by(MetricValue.run_id, MetricValue.value))
-        for rid, v, k in session.execute(stmt):
-            rows.append(dict(run_id=rid, bin_lo=float(v), bin_hi=float(v), count=int(k)))
-    else:
-        width = (hi - lo) / bins
-        idx = _bin_index(session, MetricValue.value, lo, width, bins).label("idx")
-        stmt = (select(MetricValue.run_id, idx, func.count()).where(*where)
-                .group_by(MetricValue.run_id, idx).order_by(MetricValue.run_id, idx))
-        for rid, i, k in session.execute(stmt):
-            rows.append(dict(run_id=rid, bin_lo=lo + i * width, bin_hi=lo + (i + 1) * width, count=int(k)))
-    n: dict[int, int] = {r: 0 for r in run_ids}
-    for row in rows:
-        n[row["run_id"]] += row["count"]
-    return {"exact": exact, "lo": lo, "hi": hi, "width": width, "rows": rows, "n": n}
+    width = None if exact else ((hi - lo) / bins or 1.0)
+    for rid, v in values.items():
+        if exact:
+            keys, counts = np.unique(v, return_counts=True)
+            rows += [dict(run_id=rid, bin_lo=float(k), bin_hi=float(k), count=int(c)) for k, c in zip(keys, counts)]
+        else:
+            counts = np.bincount(np.clip(np.floor((v - lo) / width), 0, bins - 1).astype(np.int64), minlength=bins)
+            rows += [dict(run_id=rid, bin_lo=float(lo + i * width), bin_hi=float(lo + (i + 1) * width), count=int(counts[i]))
+                     for i in np.flatnonzero(counts)]
+    return {"exact": exact, "lo": lo, "hi": hi, "width": width, "rows": rows,
+            "n": {rid: int(len(v)) for rid, v in values.items()}}
 
 
 # ---------------------------------------------------------------- two metrics of one run

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Optional, Sequence
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from db._models import Annotation, ExampleRow, Run, SavedView
@@ -122,22 +122,3 @@ def human_pass_rates(*, session: Session, run_ids: Sequence[int]) -> dict[int, d
         out[rid]["by_verdict"][verdict] = int(k)
         out[rid]["verdicts"] += int(k)
     return out
-
-
-def reviewers(*, session: Session, run_ids: Optional[Sequence[int]] = None) -> list[str]:
-    """Names of everyone who gave a verdict (on these runs), alphabetical."""
-    stmt = select(Annotation.reviewer).distinct().order_by(Annotation.reviewer)
-    if run_ids is not None:
-        stmt = stmt.where(Annotation.run_id.in_([int(r) for r in run_ids]))
-    return list(session.scalars(stmt))
-
-
-def review_progress(*, session: Session, run_id: int, example_ids: Sequence[int]) -> dict[str, int]:
-    """How many of a queue's examples have at least one verdict: {total, reviewed}."""
-    ids = [int(e) for e in example_ids]
-    reviewed = 0
-    for i in range(0, len(ids), 500):
-        reviewed += int(session.scalar(
-            select(func.count(func.distinct(Annotation.example_id)))
-            .where(and_(Annotation.run_id == run_id, Annotation.example_id.in_(ids[i:i + 500])))) or 0)
-    return {"total": len(ids), "reviewed": reviewed}

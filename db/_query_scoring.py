@@ -29,7 +29,7 @@ def scoring_inputs(*, session: Session, run_id: int, with_logprobs: bool = False
     keys = ("result_id", "example_id", "key", "output", "output_tokens", "finish_reason", "failures", "error",
             "ref_nll", "ref_tokens", "reference", "category", "tags")
     out = []
-    for row in session.execute(stmt).tuples():
+    for row in session.execute(stmt):
         d = dict(zip(keys, row[:len(keys)]))
         d["tags"] = list(d["tags"] or [])
         d["failures"] = int(d["failures"] or 0)
@@ -50,7 +50,7 @@ def run_metric_values(*, session: Session, run_id: int,
     if names is not None:
         stmt = stmt.where(Metric.name.in_(sorted(set(names))))
     out: dict[int, dict[str, tuple[Optional[float], Optional[str]]]] = {}
-    for rid, name, value, error in session.execute(stmt).tuples():
+    for rid, name, value, error in session.execute(stmt):
         out.setdefault(rid, {})[name] = (value, error)
     return out
 
@@ -60,7 +60,7 @@ def comparison_partners(*, session: Session, run_id: int) -> list[tuple[int, int
     pairs = set(session.execute(
         select(Comparison.run_a_id, Comparison.run_b_id)
         .where(or_(Comparison.run_a_id == run_id, Comparison.run_b_id == run_id)).distinct()
-    ).tuples())
+    ).all())
     pairs.update((run_id, b) for b in session.scalars(select(Run.id).where(Run.baseline_for_id == run_id)))
     candidate = session.scalar(select(Run.baseline_for_id).where(Run.id == run_id))
     if candidate is not None:

@@ -1,0 +1,28 @@
+"""Entry point: ``streamlit run dashboard/app.py`` (store from $EVAL_DB_URL) or ``... -- --db URL``.
+
+Only routes: page config, the page list, run the chosen page. Pages live in ``views/``.
+"""
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:  # `streamlit run` puts dashboard/ on sys.path, not the repo root
+    sys.path.insert(0, str(HERE.parent))
+
+st.set_page_config(page_title="Eval workbench", page_icon=":material/analytics:", layout="wide")
+
+pages = [
+    st.Page("views/runs.py", title="Runs and trends", icon=":material/timeline:", url_path="runs", default=True),
+    st.Page("views/browser.py", title="Example browser", icon=":material/table_rows:", url_path="browser"),
+    st.Page("views/compare.py", title="Compare runs", icon=":material/compare_arrows:", url_path="compare"),
+]
+# Pages of the error-analysis / history / review work, when present in this checkout.
+for file, title, icon, path in (("errors.py", "Error analysis", ":material/bug_report:", "errors"),
+                                ("history.py", "Example history", ":material/history:", "history"),
+                                ("review.py", "Review", ":material/rate_review:", "review")):
+    if (HERE / "views" / file).is_file():
+        pages.append(st.Page(f"views/{file}", title=title, icon=icon, url_path=path))
+
+st.navigation(pages).run()

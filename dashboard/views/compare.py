@@ -1,0 +1,321 @@
+"""Compare two runs: per metric and per slice (delta, 95% CI, Holm-adjusted p, wins/ties/losses), a scatter
+of A's vs B's score per example with region selection, and the examples sorted by the difference.
+
+Query parameters: a, b (run ids), metric, order, thr (pass threshold), flips (1: only flips),
+category, page (1-based), box (a_lo:a_hi:b_lo:b_hi, a region of the scatter), ex (example id),
+slices (1: show the per-slice table).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+import db
+from dashboard import _common as common
+
+PAGE = "compare"
+PAGE_SIZE = 25
+ORDERS = {"abs_desc": "largest |A - B| first", "diff_desc": "A better than B first (A - B descending)",
+          "diff_asc": "B better than A first (A - B ascending)", "row": "dataset order"}
+NOT_SCORED = ("Not yet scored: these are plain means and counts computed from the stored values. "
+              "Run `python -m evaluator compare A B` for confidence intervals and Holm-corrected p-values.")
+
+
+def parse_box(text: Optional[str]) -> Optional[db.Box]:
+    """"a_lo:a_hi:b_lo:b_hi" (any part may be empty) -> db.Box; None when absent or malformed."""
+    if not text:
+        return None
+    parts = text.split(":")
+    if len(parts) != 4:
+        return None
+    vals = []
+    for s in parts:
+        try:
+            v = float(s) if s.strip() else None
+        except ValueError:
+            return None
+        vals.append(v if v is None or math.isfinite(v) else None)
+    return db.Box(*vals) if any(v is not None for v in vals) else None
+
+
+def box_param(box: Optional[db.Box]) -> Optional[str]:
+    if box is None:
+        return None
+    return ":".join("" if v is None else f"{v:.6g}" for v in (box.a_lo, box.a_hi, box.b_lo, box.b_hi))
+
+
+def summary_table(comp: dict[str, Any], slice_rows: bool) -> pd.DataFrame:
+    """The per-metric (or per-slice) table: stored rows when present, else the SQL summary."""
+    stored: pd.DataFrame = comp["stored"]
+    if not stored.empty:
+        stored = stored[(stored["slice"] != "") if slice_rows else (stored["slice"] == "")]
+    if not stored.empty:
+        rows = stored
+        out = pd.DataFrame({
+            **({"slice": rows["slice"]} if slice_rows else {}),
+            "metric": rows["metric"], "kind": rows["kind"], "n": rows["n"],
+            "A": rows["value_a"], "B": rows["value_b"], "delta (A - B)": rows["delta"],
+            "95% CI of delta": [common.fmt_ci(d, lo, hi)
+                                for d, lo, hi in zip(rows["delta"], rows["ci_low"], rows["ci_high"])],
+            "p (Holm)": rows["p_holm"], "p": rows["p_value"],
+            "wins": rows["wins"], "ties": rows["ties"], "losses": rows["losses"], "method": rows["method"],
+        })
+        return out.reset_index(drop=True)
+    rows = comp.get("by_slice", pd.DataFrame()) if slice_rows else comp["summary"]
+    if rows.empty:
+        return pd.DataFrame()
+    lower = rows["higher_is_better"].eq(False)
+    out = pd.DataFrame({
+        **({"slice": rows["slice"]} if slice_rows else {}),
+        "metric": rows["metric"], "n": rows["n"], "A": rows["mean_a"], "B": rows["mean_b"],
+        "delta (A - B)": rows["mean_delta"],
+        # wins: examples where A is better, whichever direction the metric goes
+        "wins": rows["a_less"].where(lower, rows["a_greater"]), "ties": rows["equal"],
+        "losses": rows["a_greater"].where(lower, rows["a_less"]),
+        "better": ["lower" if x is False else "higher" if x is True else "higher (assumed)"
+                   for x in rows["higher_is_better"]],
+    })
+    return out.reset_index(drop=True)
+
+
+def _scatter(cells: pd.DataFrame, lo: float, hi: float, metric: str) -> alt.LayerChart:
+    box = alt.selection_interval(name="box", encodings=["x", "y"])
+    pad = (hi - lo) * 0.05 or 0.5
+    scale = alt.Scale(domain=[lo - pad, hi + pad], nice=False)
+    diag = alt.Chart(pd.DataFrame({"v": [lo - pad, hi + pad]})).mark_line(color="gray", strokeDash=[4, 4]).encode(
+        x=alt.X("v:Q", scale=scale), y=alt.Y("v:Q", scale=scale))
+    points = alt.Chart(cells).mark_circle(opacity=0.7).encode(
+        x=alt.X("value_a:Q", title=f"{metric} in run A", scale=scale),
+        y=alt.Y("value_b:Q", title=f"{metric} in run B", scale=scale),
+        size=alt.Size("examples:Q", title="examples", scale=alt.Scale(range=[30, 900])),
+        color=alt.Color("side:N", title="", scale=alt.Scale(domain=["A higher", "equal", "B higher"],
+                                                            range=["#2a9d8f", "#8d99ae", "#e76f51"])),
+        tooltip=[alt.Tooltip("value_a:Q", title="A", format=".4g"), alt.Tooltip("value_b:Q", title="B", format=".4g"),
+                 alt.Tooltip("examples:Q")],
+    ).add_params(box)
+    return alt.layer(diag, points).properties(height=420)
+
+
+def _runs_header(url: str, a: int, b: int) -> tuple[dict, dict]:
+    ra, rb = common.load_run(url, a) or {}, common.load_run(url, b) or {}
+    for tag, r in (("A", ra), ("B", rb)):
+        st.text(f"{tag}: #{r.get('id')} {r.get('name')} · model {r.get('model')} · adapter {r.get('adapter') or '-'} · "
+                f"{r.get('dataset')}/{r.get('split') or '-'} · {r.get('status')}")
+    if ra.get("dataset_id") != rb.get("dataset_id"):
+        st.warning("The two runs are on different datasets: only examples with the same key in both are compared "
+                   "(usually none).")
+    return ra, rb
+
+
+def main() -> None:
+    url = common.require_store()
+    p = common.params()
+
+    # 1. link -> widgets
+    all_runs = common.load_run_index(url)
+    if len(all_runs) < 2:
+        st.title("Compare runs")
+        st.info("Comparing needs two runs in the store; this one has fewer.")
+        st.stop()
+    run_ids = [int(i) for i in all_runs["id"]]
+    da, dbb = common.default_pair(all_runs)
+    a = common.param_int(p, "a", da)
+    b = common.param_int(p, "b", dbb)
+    a = a if a in run_ids else da
+    b = b if b in run_ids else dbb
+    metrics_a = common.load_run_metrics(url, a) if a is not None else []
+    metric = common.param_str(p, "metric")
+    seeds: dict[str, Any] = {
+        "cmp_a": a, "cmp_b": b,
+        "cmp_metric": metric if metric in metrics_a else None,
+        "cmp_order": common.param_str(p, "order") if common.param_str(p, "order") in ORDERS else "abs_desc",
+        "cmp_thr": common.param_float(p, "thr"),
+        "cmp_flips": common.param_bool(p, "flips"),
+        "cmp_category": common.param_str(p, "category"),
+        "cmp_page": max(1, common.param_int(p, "page", 1) or 1),
+        "cmp_ex": common.param_int(p, "ex"),
+        "cmp_box": parse_box(common.param_str(p, "box")),
+        "cmp_slices": common.param_bool(p, "slices"),
+    }
+    common.sync_widgets(PAGE, seeds)
+
+    # 2. widgets
+    st.title("Compare runs")
+    label = common.run_label(all_runs)
+    k1, k2 = st.columns(2)
+    a = k1.selectbox("Run A (candidate)", run_ids, key="cmp_a", format_func=label)
+    b = k2.selectbox("Run B (baseline)", run_ids, key="cmp_b", format_func=label)
+    if a == b:
+        st.warning("Choose two different runs.")
+        common.write_params({"a": a, "b": b}, page=PAGE)
+        st.stop()
+    _runs_header(url, a, b)
+
+    # 3./4. per-metric summary
+    comp = common.load_comparison(url, a, b)
+    st.subheader("Per metric")
+    if comp["stored"].empty:
+        st.info(NOT_SCORED, icon=":material/info:")
+    overall = summary_table(comp, slice_rows=False)
+    num = st.column_config.NumberColumn(format="%.4g")
+    cfg = {c: num for c in ("A", "B", "delta (A - B)", "p (Holm)", "p")}
+    if overall.empty:
+        st.caption("The two runs share no scored example.")
+    else:
+        st.dataframe(overall, hide_index=True, width="stretch", column_config=cfg)
+    stored_slices = not comp["stored"].empty and (comp["stored"]["slice"] != "").any()
+    by_slice = st.toggle("Per slice (category)", key="cmp_slices",
+                         help=None if stored_slices else "Computed from the stored scores when you ask for it.")
+    if by_slice:
+        if not stored_slices:
+            comp = dict(comp, by_slice=common.load_slices(url, a, b))
+            st.caption("No per-slice comparison is stored: plain means and counts per category.")
+        slices = summary_table(comp, slice_rows=True)
+        if slices.empty:
+            st.caption("No slice (category) figures.")
+        else:
+            st.dataframe(slices, hide_index=True, width="stretch", column_config=cfg)
+
+    # scatter of A vs B for one metric
+    shared_metrics = [m for m in common.load_run_metrics(url, a) if m in common.load_run_metrics(url, b)]
+    if not shared_metrics:
+        st.info("The two runs have no metric in common.")
+        common.write_params({"a": a, "b": b}, page=PAGE)
+        return
+    if st.session_state.get("cmp_metric") not in shared_metrics:
+        st.session_state["cmp_metric"] = shared_metrics[0]
+    st.subheader("Per example")
+    metric = st.selectbox("Metric", shared_metrics, key="cmp_metric")
+    grid = common.load_grid(url, a, b, metric)
+    lo, hi = grid["lo"], grid["hi"]
+    box: Optional[db.Box] = st.session_state.get("cmp_box")
+    if grid["n"] == 0:
+        st.caption("No example has this metric in both runs.")
+    else:
+        cells = grid["cells"].copy()
+        if grid["width"]:  # binned: draw each cell at its centre
+            cells["value_a"] += grid["width"] / 2
+            cells["value_b"] += grid["width"] / 2
+        cells["side"] = ["A higher" if x > y else "B higher" if y > x else "equal"
+                         for x, y in zip(cells["value_a"], cells["value_b"])]
+        how = (f"binned on a {60}x{60} grid" if grid["width"] else "exact values")
+        st.caption(f"{grid['n']:,} examples scored in both runs ({how}; dot size = examples). "
+                   "Drag a rectangle to list the examples in it.")
+        nonce = st.session_state.setdefault("_cmp_chart_nonce", 0)
+        event = st.altair_chart(_scatter(cells, lo, hi, metric), on_select="rerun", key=f"cmp_scatter_{nonce}",
+                                selection_mode="box", width="stretch")
+        region = common.selected_interval(event, "box")
+        if region:
+            (a_lo, a_hi), (b_lo, b_hi) = region.get("value_a", (None, None)), region.get("value_b", (None, None))
+            box = db.Box(a_lo, a_hi, b_lo, b_hi)
+    if box is not None:
+        st.text(f"Region: A in [{common.fmt_num(box.a_lo)}, {common.fmt_num(box.a_hi)}], "
+                f"B in [{common.fmt_num(box.b_lo)}, {common.fmt_num(box.b_hi)}]")
+        if st.button("Clear region", key="cmp_clear"):
+            st.session_state["_cmp_chart_nonce"] = st.session_state.get("_cmp_chart_nonce", 0) + 1
+            box = None
+    st.session_state["cmp_box"] = box
+
+    default_thr = 0.5 if lo is not None and lo >= 0 and hi <= 1 else (
+        round((lo + hi) / 2, 4) if lo is not None else 0.5)
+    f1, f2, f3, f4 = st.columns([3, 1, 1, 2], vertical_alignment="bottom")
+    order = f1.selectbox("Order", list(ORDERS), key="cmp_order", format_func=ORDERS.get)
+    thr = f2.number_input("Pass threshold", key="cmp_thr", format="%g", placeholder=f"{default_thr:g}",
+                          help="An example passes when its value is at least this (at most, for lower-is-better "
+                               "metrics the direction does not matter: a flip is a pass in one run and not the other).")
+    flips = f3.toggle("Only flips", key="cmp_flips")
+    categories = common.load_categories(url, a)
+    if st.session_state.get("cmp_category") not in (None, *categories):
+        st.session_state["cmp_category"] = None
+    category = f4.selectbox("Category", [None, *categories], key="cmp_category", placeholder="(any)",
+                            format_func=lambda c: "(any)" if c is None else c)
+    threshold = default_thr if thr is None else float(thr)
+
+    state = (a, b, metric, order, threshold, flips, category, box)
+    if st.session_state.get("_cmp_state") not in (None, state):
+        st.session_state["cmp_page"] = 1
+    st.session_state["_cmp_state"] = state
+    page = max(1, int(st.session_state.get("cmp_page") or 1))
+    data = common.load_compare_examples(url, a, b, metric, order, threshold, flips, box, category, page - 1, PAGE_SIZE)
+    pages = max(1, math.ceil(data["total"] / PAGE_SIZE))
+    if page > pages:
+        page = st.session_state["cmp_page"] = pages
+        data = common.load_compare_examples(url, a, b, metric, order, threshold, flips, box, category, page - 1,
+                                            PAGE_SIZE)
+    g1, g2 = st.columns([3, 1], vertical_alignment="bottom")
+    g1.markdown(f"**{data['total']:,}** examples · page {page} of {pages}")
+    page = g2.number_input("Page", min_value=1, step=1, key="cmp_page")
+    rows: pd.DataFrame = data["rows"]
+    ids: list[int] = []
+    if rows.empty:
+        st.info("No example matches.")
+    else:
+        ids = [int(i) for i in rows["example_id"]]
+        passes_a, passes_b = rows["value_a"] >= threshold, rows["value_b"] >= threshold
+        table = pd.DataFrame({
+            "example": rows["example_id"], "row": rows["row_index"], "category": rows["category"],
+            "A": rows["value_a"], "B": rows["value_b"], "A - B": rows["diff"], "flip": passes_a != passes_b,
+            "reference": rows["reference"], "output A": rows["output_a"], "output B": rows["output_b"],
+            "prompt": rows["prompt_text"],
+        })
+        st.dataframe(table, hide_index=True, width="stretch", key="cmp_table", on_select=_pick_row,
+                     selection_mode="single-row",
+                     column_config={c: num for c in ("A", "B", "A - B")})
+    st.session_state["_cmp_page_ids"] = ids
+    options = [None, *ids]
+    if st.session_state.get("cmp_ex") not in options:
+        options.append(st.session_state.get("cmp_ex"))
+    ex = st.selectbox("Open example (or select a row above)", options, key="cmp_ex", placeholder="(none)",
+                      format_func=lambda i: "(none)" if i is None else f"example {i}")
+    if ex is not None:
+        _example(url, a, b, int(ex))
+
+    # widgets -> link
+    common.write_params({
+        "a": a if a != da else None, "b": b if b != dbb else None,
+        "metric": metric if metric != shared_metrics[0] else None,
+        "order": order if order != "abs_desc" else None, "thr": thr, "flips": flips, "category": category,
+        "page": page if page > 1 else None, "box": box_param(box), "ex": ex, "slices": by_slice,
+    }, page=PAGE)
+
+
+def _pick_row() -> None:
+    sel = st.session_state.get("cmp_table")
+    ids = st.session_state.get("_cmp_page_ids", [])
+    rows = sel.selection.rows if sel is not None else []
+    if rows and rows[0] < len(ids):
+        st.session_state["cmp_ex"] = ids[rows[0]]
+
+
+def _example(url: str, a: int, b: int, example_id: int) -> None:
+    da, dbb = common.load_detail(url, a, example_id), common.load_detail(url, b, example_id)
+    d = da or dbb
+    if d is None:
+        st.warning(f"Example {example_id} is in neither run.")
+        return
+    st.subheader(f"Example {example_id}")
+    st.text("prompt")
+    prompt = "\n\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in d["messages"])
+    st.code(prompt or "(no prompt)", language=None, wrap_lines=True)
+    c0, c1, c2 = st.columns(3)
+    c0.text("reference")
+    c0.code(d["reference"] if d["reference"] is not None else "(no reference)", language=None, wrap_lines=True)
+    for col, tag, det, run in ((c1, "A", da, a), (c2, "B", dbb, b)):
+        col.text(f"output {tag} (run #{run})")
+        if det is None:
+            col.caption("not in this run")
+            continue
+        col.code(det["output"], language=None, wrap_lines=True)
+        col.dataframe(pd.DataFrame([{"metric": k, "value": v} for k, v in det["metrics"].items()]),
+                      hide_index=True, width="stretch")
+        col.page_link(common.BROWSER_PAGE, label=f"Open in the browser ({tag})", icon=":material/open_in_new:",
+                      query_params={"run": str(run), "ex": str(example_id)})
+
+
+if __name__ == "__main__":  # st.navigation runs a page as __main__; tests import it for its helpers
+    with common.guard():
+        main()

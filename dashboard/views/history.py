@@ -1,0 +1,276 @@
+"""Per-example history across model versions: one example's metrics and outputs in every run of its
+dataset (oldest first), the examples two versions newly broke or fixed, and flaky examples.
+
+Query parameters: dataset (id), key (example key) or example (example id, e.g. from the browser),
+family (the model family whose runs are the versions; "*" for every run of the dataset), metric,
+thr (pass threshold), a, b (the two versions compared: before, after).
+
+A result passes when its metric is on the good side of the threshold (>= for higher-is-better
+metrics, <= otherwise); flaky means scored in at least 3 versions and flipping pass/fail at least twice.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+import db
+from dashboard import _common as common
+from dashboard import _review as review
+
+PAGE = "history"
+ALL = "*"
+_cache = st.cache_data(ttl=common.TTL_S, max_entries=common.MAX_ENTRIES, show_spinner=False)
+
+
+def _q(url: str, fn, **kwargs):
+    with common.read_session(url) as session:
+        return fn(session=session, **kwargs)
+
+
+@_cache
+def load_dataset_runs(url: str, dataset_id: int) -> pd.DataFrame:
+    rows = _q(url, db.dataset_runs, dataset_id=dataset_id)
+    df = pd.DataFrame(rows, columns=["id", "name", "family", "model", "created_at", "status", "baseline_for_id"])
+    df["family"] = [common.family_of(n, f) for n, f in zip(df["name"], df["family"])]
+    return df
+
+
+@_cache
+def load_example_ref(url: str, example_id: int) -> Optional[dict[str, Any]]:
+    return _q(url, db.example_ref, example_id=example_id)
+
+
+@_cache
+def load_find(url: str, dataset_id: int, text: str) -> list[dict[str, Any]]:
+    return _q(url, db.find_examples, dataset_id=dataset_id, text=text, limit=100)
+
+
+@_cache
+def load_example(url: str, dataset_id: int, key: str) -> Optional[dict[str, Any]]:
+    return _q(url, db.example_by_key, dataset_id=dataset_id, key=key)
+
+
+@_cache
+def load_history(url: str, dataset_id: int, key: str) -> list[dict[str, Any]]:
+    return _q(url, db.example_history, dataset_id=dataset_id, key=key)
+
+
+@_cache
+def load_broken_fixed(url: str, a: int, b: int, metric: str, thr: float, hib: bool) -> dict[str, Any]:
+    return _q(url, db.broken_and_fixed, before_run_id=a, after_run_id=b, metric=metric, threshold=thr,
+              higher_is_better=hib, limit=500)
+
+
+@_cache
+def load_flaky(url: str, run_ids: tuple[int, ...], metric: str, thr: float, hib: bool) -> dict[str, Any]:
+    return _q(url, db.flaky_examples, run_ids=list(run_ids), metric=metric, threshold=thr, higher_is_better=hib,
+              limit=200)
+
+
+def _history_link(dataset_id: int, key: str, base: dict[str, Any]) -> str:
+    return review.relative_link(review.HISTORY_PATH, {**base, "dataset": dataset_id, "key": key})
+
+
+def history_frame(history: list[dict[str, Any]], metric: Optional[str], thr: float, hib: bool) -> pd.DataFrame:
+    """One row per run: run, family, date, finish, failures, pass (for ``metric``), then every metric."""
+    names = sorted({m for h in history for m in h["metrics"]})
+    passes = db.pass_pattern(history, metric, thr, hib) if metric else [None] * len(history)
+    rows = []
+    for h, ok in zip(history, passes):
+        row = dict(run_id=h["run_id"], run=h["run_name"], family=common.family_of(h["run_name"], h["family"]),
+                   date=h["created_at"], result="–" if ok is None else ("pass" if ok else "fail"),
+                   finish=h["finish_reason"], failures=", ".join(h["failures"]) or "none")
+        row.update({m: h["metrics"].get(m) for m in names})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _example_section(url: str, dataset_id: int, key: Optional[str], metric: str, thr: float, hib: bool,
+                     versions: list[int]) -> Optional[str]:
+    st.subheader("One example across versions")
+    c1, c2 = st.columns([1, 2])
+    search = c1.text_input("Find by key or prompt text", key="history_search")
+    matches = load_find(url, dataset_id, search.strip())
+    options = [m["key"] for m in matches]
+    if key and key not in options:
+        options.insert(0, key)
+    label = {m["key"]: f"row {m['row_index']} · {m['category'] or '-'} · {m['prompt'][:90]}" for m in matches}
+    if st.session_state.get("history_key") not in options:
+        st.session_state["history_key"] = key if key in options else None
+    key = c2.selectbox("Example", options, key="history_key", index=None, placeholder="choose an example",
+                       format_func=lambda k: label.get(k, f"key {k}"))
+    if key is None:
+        st.caption("Pick an example to see its history.")
+        return None
+    ex = load_example(url, dataset_id, key)
+    if ex is None:
+        st.warning("No example with this key in this dataset.")
+        return None
+    st.text(f"key {ex['key']} · row {ex['row_index']} · category {ex['category'] or '-'}")
+    with st.expander("Prompt and reference", expanded=True):
+        for msg in ex["messages"] or []:
+            st.text(f"{msg.get('role', '')}: {msg.get('content', '')}")
+        st.text("reference:")
+        st.code(ex["reference"] if ex["reference"] is not None else "(no reference)", language=None, wrap_lines=True)
+    history = load_history(url, dataset_id, key)
+    if not history:
+        st.info("No run has evaluated this example yet.")
+        return key
+    frame = history_frame(history, metric, thr, hib)
+    in_versions = db.pass_pattern([h for h in history if h["run_id"] in versions], metric, thr, hib)
+    flips = db.count_flips(in_versions)
+    scored = sum(1 for x in in_versions if x is not None)
+    if scored >= 3 and flips >= 2:
+        st.warning(f"Flaky: this example flipped between pass and fail {flips} times over {scored} versions.",
+                   icon=":material/warning:")
+    if metric in frame.columns:
+        chart_data = frame.dropna(subset=[metric])
+        if not chart_data.empty:
+            rule = alt.Chart(pd.DataFrame({"thr": [thr]})).mark_rule(strokeDash=[4, 3], color="gray").encode(y="thr:Q")
+            line = alt.Chart(chart_data).mark_line(point=True).encode(
+                x=alt.X("date:T", title="run date"), y=alt.Y(f"{metric}:Q", title=metric),
+                color=alt.Color("family:N", title="model family"),
+                tooltip=["run:N", "date:T", alt.Tooltip(f"{metric}:Q", format=".4g"), "result:N"])
+            st.altair_chart(alt.layer(line, rule).properties(height=260), width="stretch")
+    frame["open"] = [review.relative_link(review.BROWSER_PATH, {"run": r, "ex": ex["id"]}) for r in frame["run_id"]]
+    st.dataframe(frame, hide_index=True, width="stretch", key="history_table",
+                 column_config={"run_id": st.column_config.NumberColumn("run id", format="%d"),
+                                "date": st.column_config.DatetimeColumn("date", format="YYYY-MM-DD HH:mm"),
+                                "open": st.column_config.LinkColumn("browser", display_text="open")})
+    st.text("Outputs, oldest run first:")
+    for h in history:
+        with st.expander(f"Run #{h['run_id']} · {h['created_at']:%Y-%m-%d %H:%M}"):
+            st.text(f"{h['run_name']} · finish {h['finish_reason']} · failures {', '.join(h['failures']) or 'none'}")
+            st.code(h["output"] if h["output"].strip() else "(empty output)", language=None, wrap_lines=True)
+    return key
+
+
+def _rows_table(rows: list[dict[str, Any]], dataset_id: int, after_run: int, link_base: dict[str, Any],
+                key: str) -> None:
+    df = pd.DataFrame(rows, columns=["example_id", "key", "row_index", "category", "before", "after"])
+    df["history"] = [_history_link(dataset_id, k, link_base) for k in df["key"]]
+    df["browser"] = [review.relative_link(review.BROWSER_PATH, {"run": after_run, "ex": e}) for e in df["example_id"]]
+    st.dataframe(df, hide_index=True, width="stretch", key=key, column_config={
+        "before": st.column_config.NumberColumn(format="%.4g"), "after": st.column_config.NumberColumn(format="%.4g"),
+        "history": st.column_config.LinkColumn("history", display_text="history"),
+        "browser": st.column_config.LinkColumn("browser", display_text="open")})
+
+
+def main() -> None:
+    url = common.require_store()
+    p = common.params()
+    st.title("Example history")
+
+    # 1. link -> widgets
+    datasets = common.load_datasets(url)
+    ds_ids = [d["id"] for d in datasets if d["n_runs"]]
+    if not ds_ids:
+        st.info("This store has no runs yet: evaluate a model first (`python -m evaluator run ...`).")
+        st.stop()
+    ds_label = {d["id"]: f"{d['name']} / {d['split'] or '-'} ({d['n_runs']} runs)" for d in datasets}
+    dataset_id, key = common.param_int(p, "dataset"), common.param_str(p, "key")
+    linked_ex = common.param_int(p, "example")
+    if linked_ex is not None:
+        ref = load_example_ref(url, linked_ex)
+        if ref is None:
+            st.warning(f"Example {linked_ex} is not in this store.")
+        else:
+            dataset_id, key = ref["dataset_id"], ref["key"]
+    if dataset_id not in ds_ids:
+        dataset_id = ds_ids[0]
+    runs = load_dataset_runs(url, dataset_id)
+    families = [f for f, _ in runs["family"].value_counts().items()]
+    family = common.param_str(p, "family")
+    if family not in (*families, ALL):
+        family = families[0] if families else ALL
+    common.sync_widgets(PAGE, {"history_dataset": dataset_id, "history_family": family, "history_key": key})
+
+    # 2. widgets
+    c1, c2 = st.columns(2)
+    dataset_id = c1.selectbox("Dataset", ds_ids, key="history_dataset", format_func=lambda i: ds_label.get(i, f"#{i}"))
+    runs = load_dataset_runs(url, dataset_id)
+    families = [f for f, _ in runs["family"].value_counts().items()]
+    if st.session_state.get("history_family") not in (*families, ALL):
+        st.session_state["history_family"] = families[0] if families else ALL
+    family = c2.selectbox("Versions: the runs of model family", [*families, ALL], key="history_family",
+                          format_func=lambda f: "every run of the dataset" if f == ALL else f)
+    versions = runs if family == ALL else runs[runs["family"] == family]
+    version_ids = [int(i) for i in versions["id"]]
+    run_ids = [int(i) for i in runs["id"]]
+    metrics = sorted({m for r in version_ids[-1:] or run_ids[-1:] for m in common.load_run_metrics(url, r)})
+    if not metrics:
+        st.info("These runs have no metric values yet.")
+        return
+    info = common.load_metric_info(url)
+    metric = common.param_str(p, "metric")
+    if st.session_state.get("history_metric") not in metrics:
+        st.session_state["history_metric"] = metric if metric in metrics else metrics[0]
+    c3, c4 = st.columns(2)
+    metric = c3.selectbox("Metric", metrics, key="history_metric")
+    hib = info.get(metric) is not False
+    bounds = common.load_bounds(url, version_ids[-1] if version_ids else run_ids[-1], (metric,)).get(metric)
+    thr_default = 0.5 if bounds is None or (bounds[0] >= 0 and bounds[1] <= 1) else round(sum(bounds) / 2, 4)
+    linked_thr = common.param_float(p, "thr") if common.param_str(p, "metric") == metric else None
+    thr = float(c4.number_input("Pass threshold (value " + ("≥" if hib else "≤") + " threshold passes)",
+                                value=float(linked_thr if linked_thr is not None else thr_default),
+                                key=f"history_thr_{metric}"))
+    st.text(f"{len(version_ids)} versions: " + ", ".join(f"#{r.id} {r.name}" for r in versions.itertuples()))
+    link_base = {"family": family, "metric": metric, "thr": thr}
+
+    # 3. + 4. data and render, section by section
+    key = _example_section(url, dataset_id, key, metric, thr, hib, version_ids)
+
+    st.subheader("Newly broken and newly fixed")
+    a = b = None
+    if len(version_ids) < 2:
+        st.info("Needs at least two versions.")
+    else:
+        label = common.run_label(common.load_runs(url)["runs"])
+        a_param, b_param = common.param_int(p, "a"), common.param_int(p, "b")
+        if st.session_state.get("history_a") not in version_ids:
+            st.session_state["history_a"] = a_param if a_param in version_ids else version_ids[-2]
+        if st.session_state.get("history_b") not in version_ids:
+            st.session_state["history_b"] = b_param if b_param in version_ids else version_ids[-1]
+        k1, k2 = st.columns(2)
+        a = k1.selectbox("Before", version_ids, key="history_a", format_func=label)
+        b = k2.selectbox("After", version_ids, key="history_b", format_func=label)
+        if a == b:
+            st.info("Pick two different versions.")
+        else:
+            bf = load_broken_fixed(url, a, b, metric, thr, hib)
+            m1, m2, m3 = st.columns(3)
+            m1.metric("Examples both scored", bf["n_shared"])
+            m2.metric("Newly broken", bf["n_broken"], help="passed before, fail now")
+            m3.metric("Newly fixed", bf["n_fixed"], help="failed before, pass now")
+            t1, t2 = st.tabs([f"Broken ({bf['n_broken']})", f"Fixed ({bf['n_fixed']})"])
+            with t1:
+                _rows_table(bf["broken"], dataset_id, b, link_base, "history_broken")
+            with t2:
+                _rows_table(bf["fixed"], dataset_id, b, link_base, "history_fixed")
+
+    st.subheader("Flaky examples")
+    if len(version_ids) < 3:
+        st.info("Needs at least three versions.")
+    else:
+        fl = load_flaky(url, tuple(version_ids), metric, thr, hib)
+        st.text(f"{fl['total']} examples flip between pass and fail at least twice over the versions "
+                "(pattern: P pass, F fail, . not scored; oldest version first)")
+        if fl["rows"]:
+            df = pd.DataFrame(fl["rows"])
+            df["history"] = [_history_link(dataset_id, k, link_base) for k in df["key"]]
+            st.dataframe(df[["example_id", "key", "row_index", "category", "pattern", "flips", "versions", "history"]],
+                         hide_index=True, width="stretch", key="history_flaky",
+                         column_config={"history": st.column_config.LinkColumn("history", display_text="history")})
+
+    # widgets -> link
+    common.write_params({
+        "dataset": dataset_id, "key": key, "family": family, "metric": metric,
+        "thr": thr if thr != thr_default else None, "a": a, "b": b,
+    }, page=PAGE)
+
+
+with common.guard():
+    main()
