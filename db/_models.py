@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -131,7 +132,13 @@ class Result(Base):
     """The model's answer to one example in one run."""
 
     __tablename__ = "results"
-    __table_args__ = (UniqueConstraint("run_id", "example_id"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "example_id"),
+        # Partial index of the (few) results whose generation failed: the runs table counts them
+        # per run without reading every result row.
+        Index("ix_results_run_failed", "run_id", sqlite_where=text("finish_reason = 'error'"),
+              postgresql_where=text("finish_reason = 'error'")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))

@@ -60,9 +60,13 @@ def list_runs(*, session: Session, model: Optional[str] = None, dataset: Optiona
 
 
 def _result_counts(session: Session, ids: list[int]) -> dict[int, tuple[int, int]]:
-    stmt = (select(Result.run_id, func.count(), func.sum(case((Result.finish_reason == "error", 1), else_=0)))
-            .where(Result.run_id.in_(ids)).group_by(Result.run_id))
-    return {rid: (int(n), int(f or 0)) for rid, n, f in session.execute(stmt)}
+    """run id -> (results, failed results); two index-only scans (unique index, partial index)."""
+    totals = session.execute(select(Result.run_id, func.count()).where(Result.run_id.in_(ids))
+                             .group_by(Result.run_id)).all()
+    failed = dict(session.execute(select(Result.run_id, func.count())
+                                  .where(Result.run_id.in_(ids), Result.finish_reason == "error")
+                                  .group_by(Result.run_id)).all())
+    return {rid: (int(n), int(failed.get(rid, 0))) for rid, n in totals}
 
 
 def _overall_aggregates(session: Session, ids: list[int]) -> dict[int, dict[str, dict[str, tuple]]]:
