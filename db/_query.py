@@ -136,7 +136,11 @@ def _apply_filters(stmt, q: ResultQuery, mids: dict[str, int], anchor, *, rows_j
         elif q.verdict == "any":
             stmt = stmt.where(reviewed)
         else:
-            stmt = stmt.where(reviewed.where(A.c.verdict == q.verdict))
+            # A reviewer's later verdict replaces their earlier one: match each reviewer's latest.
+            later = A.alias("later")
+            superseded = exists().where(later.c.run_id == A.c.run_id, later.c.example_id == A.c.example_id,
+                                        later.c.reviewer == A.c.reviewer, later.c.id > A.c.id)
+            stmt = stmt.where(reviewed.where(A.c.verdict == q.verdict, not_(superseded)))
     if q.example_ids is not None:
         stmt = stmt.where(R.c.example_id.in_(list(q.example_ids)))
     return stmt

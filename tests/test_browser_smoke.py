@@ -22,9 +22,13 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+# Both come from `bash scripts/setup.sh --tests` (CI runs it): missing is a setup error, not a skip.
+try:
+    import playwright.sync_api as playwright_api
+except ImportError:  # pragma: no cover
+    raise RuntimeError("playwright is not installed: bash scripts/setup.sh --tests") from None
+if not Path(CHROMIUM).exists():  # pragma: no cover
+    raise RuntimeError(f"no Chromium at {CHROMIUM}: bash scripts/setup.sh --tests (apt-get install chromium)")
 
 
 def _free_port() -> int:
@@ -96,6 +100,9 @@ def _pages(ids: dict) -> list[tuple[str, str, str]]:
         ("compare", f"/compare?a={latest}&b={base}&metric=rouge_l", "Compare runs"),
         ("compare-unscored", f"/compare?a={ids['candidates'][0]}&b={ids['baselines'][ids['candidates'][0]]}"
                              f"&metric=exact_match&flips=1", "Compare runs"),
+        ("errors", f"/errors?run={latest}&vs={base}", "Error analysis"),
+        ("history", f"/history?example={hostile}", "Example history"),
+        ("review", f"/review?run={latest}&tag=hostile", "Review"),
     ]
 
 

@@ -13,7 +13,8 @@ import db
 from tests.dashboard_seed import seed_store
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
-PAGES = ["views/runs.py", "views/browser.py", "views/compare.py"]
+PAGES = ["views/runs.py", "views/browser.py", "views/compare.py", "views/errors.py", "views/history.py",
+         "views/review.py"]
 
 
 def _run_all_pages(url, monkeypatch) -> Iterator[AppTest]:

@@ -194,3 +194,16 @@ def test_logprobs_pack_to_four_bytes_a_token():
     blob = db.pack_logprobs([-1.5, 0.0, -20.25])
     assert len(blob) == 12
     assert db.unpack_logprobs(blob) == [-1.5, 0.0, -20.25]
+
+
+def test_verdict_filter_matches_each_reviewers_latest_verdict(seeded):
+    _, Session, ids = seeded
+    k1 = ids["example_ids"]["k1"]
+    with Session.begin() as s:
+        db.add_annotation(session=s, run_id=ids["candidate"], example_id=k1, reviewer="ann",
+                          verdict="fail: model error")
+    with Session() as s:
+        passed = db.page_results(session=s, query=db.ResultQuery(run_id=ids["candidate"], verdict="pass"))
+        failed = db.page_results(session=s, query=db.ResultQuery(run_id=ids["candidate"], verdict="fail: model error"))
+    assert passed.total == 0  # ann changed her mind
+    assert _keys(failed) == ["k1"]

@@ -236,6 +236,9 @@ def main() -> None:
 
     # 2. widgets
     st.title("Review")
+    if common.load_run_index(url).empty:
+        st.info("This store has no runs yet: evaluate a model first (`python -m evaluator run ...`).")
+        st.stop()
     _show_flash()
     c1, c2 = st.columns([1, 2])
     reviewer = c1.text_input("Your name", key="review_reviewer", max_chars=200,
