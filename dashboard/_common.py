@@ -36,6 +36,7 @@ PAGE_SIZES = (25, 50, 100)
 BROWSER_PAGE = "views/browser.py"
 COMPARE_PAGE = "views/compare.py"
 RUNS_PAGE = "views/runs.py"
+REVIEW_PAGE = "views/review.py"
 
 
 # ---------------------------------------------------------------- the store

@@ -448,3 +448,16 @@ def test_per_slice_table_computed_when_not_stored(open_app, seeded):
     assert not at.exception and at.query_params["slices"] == "1"
     slices = [d.value for d in at.dataframe if "slice" in d.value.columns][0]
     assert {"wins", "ties", "losses"} <= set(slices.columns) and "category=support" in set(slices["slice"])
+
+
+def test_browser_offers_a_review_queue_of_its_selection(open_app, seeded):
+    url, ids = seeded
+    params = {"run": str(ids["latest"]), "category": "support", "sort": "bleu"}
+    at = open_app("views/browser.py", **params)
+    links = [el for el in at.get("page_link") if "Review these examples" in el.proto.label]
+    assert len(links) == 1
+    assert links[0].proto.page.endswith("review")
+    # the review page, opened with the browser's own filter parameters, builds its queue from them
+    review = open_app("views/review.py", **params)
+    assert not review.exception
+    assert any("support" in str(v) for v in review.query_params.values())

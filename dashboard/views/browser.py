@@ -289,6 +289,8 @@ def main() -> None:
     c4.download_button("Export the selection to CSV", data=common.export_csv(url, query),
                        file_name=f"run{run_id}_examples.csv", mime="text/csv", key="br_export",
                        on_click="ignore", icon=":material/download:")
+    c4.page_link(common.REVIEW_PAGE, label="Review these examples in a meeting", icon=":material/rate_review:",
+                 query_params=common.filters_to_params(query))
 
     # 4. render
     ids = [int(i) for i in rows["example_id"]] if not rows.empty else []
