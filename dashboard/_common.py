@@ -167,13 +167,16 @@ _cache = st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
 
 @_cache
 def load_runs(url: str) -> dict[str, pd.DataFrame]:
-    """{"runs": one row per run (newest first) with counts, "aggregates": one row per run x metric x kind
+    """{"runs": one row per run (newest first) with counts and the human pass rate, "aggregates": one row per run x metric x kind
     (over all examples)}. Counting reads every result row (about a second for a million): pages that only
     need the list of runs use ``load_run_index``."""
     runs = _query(url, db.list_runs)
+    human = _query(url, db.human_pass_rates, run_ids=[r["id"] for r in runs])
     rows, aggs = [], []
     for r in runs:
+        h = human.get(r["id"], {})
         rows.append(dict(
+            human_pass=h.get("pass_rate"), reviewed=h.get("reviewed", 0),
             id=r["id"], name=r["name"], family=family_of(r["name"], r["family"]), model=r["model"],
             adapter=r["adapter"], dataset_id=r["dataset_id"], dataset=r["dataset"], split=r["split"],
             created_at=r["created_at"], status=r["status"], evaluated=r["n_results"], rejected=r["n_rejected"],
@@ -183,7 +186,7 @@ def load_runs(url: str) -> dict[str, pd.DataFrame]:
             for kind, (value, lo, hi, n) in kinds.items():
                 aggs.append(dict(run_id=r["id"], metric=metric, kind=kind, value=value, ci_low=lo, ci_high=hi, n=n))
     run_cols = ["id", "name", "family", "model", "adapter", "dataset_id", "dataset", "split", "created_at", "status",
-                "evaluated", "rejected", "failed", "n_examples", "baseline_for_id", "error"]
+                "evaluated", "rejected", "failed", "n_examples", "baseline_for_id", "error", "human_pass", "reviewed"]
     agg_cols = ["run_id", "metric", "kind", "value", "ci_low", "ci_high", "n"]
     return {"runs": pd.DataFrame(rows, columns=run_cols), "aggregates": pd.DataFrame(aggs, columns=agg_cols)}
 
@@ -289,7 +292,18 @@ def load_compare_examples(url: str, run_a: int, run_b: int, metric: str, order: 
                           page_size: int) -> dict[str, Any]:
     r = _query(url, db.compare_examples, run_a_id=int(run_a), run_b_id=int(run_b), metric=metric, order=order,
                threshold=threshold, flips_only=flips_only, box=box, category=category, page=page, page_size=page_size)
-    return {"rows": pd.DataFrame(r["rows"]), "total": r["total"]}
+    rows = pd.DataFrame(r["rows"])
+    if not rows.empty:  # human verdicts next to the metric, for both runs
+        ids = [int(i) for i in rows["example_id"]]
+        for col, run in (("verdicts_a", run_a), ("verdicts_b", run_b)):
+            summary = _query(url, db.verdict_summaries, run_id=int(run), example_ids=ids)
+            rows[col] = [verdict_text(summary.get(i, {})) for i in ids]
+    return {"rows": rows, "total": r["total"]}
+
+
+def verdict_text(counts: dict[str, int]) -> str:
+    """{"pass": 2, "needs discussion": 1} -> "pass ×2, needs discussion" ("" when unreviewed)."""
+    return ", ".join(v if n == 1 else f"{v} ×{n}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def export_csv(url: str, query: db.ResultQuery) -> Callable[[], bytes]:

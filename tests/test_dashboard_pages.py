@@ -461,3 +461,23 @@ def test_browser_offers_a_review_queue_of_its_selection(open_app, seeded):
     review = open_app("views/review.py", **params)
     assert not review.exception
     assert any("support" in str(v) for v in review.query_params.values())
+
+
+def test_human_verdicts_show_in_runs_and_compare(open_app, seeded):
+    url, ids = seeded
+    a, b = ids["latest"], ids["latest_baseline"]
+    before = open_app("views/compare.py", a=str(a), b=str(b), metric="bleu")
+    example = int(next(d.value for d in before.dataframe if "verdicts A" in d.value.columns)["example"].iloc[0])
+    engine = db.make_engine(url)
+    with db.session_factory(engine).begin() as s:
+        for reviewer, verdict in (("ann", "pass"), ("bo", "pass"), ("cy", "fail: reference wrong")):
+            db.add_annotation(session=s, run_id=a, example_id=example, reviewer=reviewer, verdict=verdict)
+    engine.dispose()
+    common.clear_caches()
+    runs = open_app("views/runs.py").dataframe[0].value.set_index("id")
+    assert runs.loc[a, "reviewed"] >= 1 and 0 < runs.loc[a, "human_pass"] <= 1
+    cmp = open_app("views/compare.py", a=str(a), b=str(b), metric="bleu")
+    table = next(d.value for d in cmp.dataframe if "verdicts A" in d.value.columns)
+    row = table[table["example"] == example]
+    assert row["verdicts A"].iloc[0] == "pass ×2, fail: reference wrong"
+    assert row["verdicts B"].iloc[0] == ""

@@ -259,6 +259,7 @@ def main() -> None:
         table = pd.DataFrame({
             "example": rows["example_id"], "row": rows["row_index"], "category": rows["category"],
             "A": rows["value_a"], "B": rows["value_b"], "A - B": rows["diff"], "flip": passes_a != passes_b,
+            "verdicts A": rows["verdicts_a"], "verdicts B": rows["verdicts_b"],
             "reference": rows["reference"], "output A": rows["output_a"], "output B": rows["output_b"],
             "prompt": rows["prompt_text"],
         })

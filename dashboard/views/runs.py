@@ -28,7 +28,7 @@ def _date(p, key):
 def _runs_table(runs: pd.DataFrame, aggs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     table = runs.assign(dataset=runs["dataset"] + "/" + runs["split"])[
         ["id", "name", "model", "adapter", "dataset", "created_at", "status", "evaluated", "rejected", "failed",
-         "error"]].copy()
+         "human_pass", "reviewed", "error"]].copy()
     head = common.headline(aggs)
     for m in metrics:
         sub = head[head["metric"] == m].set_index("run_id")
@@ -141,6 +141,10 @@ def main() -> None:
             "evaluated": st.column_config.NumberColumn("evaluated", help="results stored"),
             "rejected": st.column_config.NumberColumn("rejected", help="dataset rows that did not become examples"),
             "failed": st.column_config.NumberColumn("failed", help="examples whose generation raised an error"),
+            "human_pass": st.column_config.ProgressColumn(
+                "human pass rate", min_value=0.0, max_value=1.0, format="percent",
+                help="share of reviewed examples whose reviewers' latest verdicts are mostly 'pass'"),
+            "reviewed": st.column_config.NumberColumn("reviewed", help="examples with at least one verdict"),
             **{m: st.column_config.NumberColumn(m, format="%.4g") for m in show},
         },
     )
