@@ -20,9 +20,19 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
+# pip on the project's machines warns about configured index folders that do not exist; drop that noise.
+NOISE="is ignored: it is neither a file nor a directory"
+pip_() {
+    local log rc=0
+    log="$(mktemp)"
+    "$VENV/bin/python" -m pip "$@" >"$log" 2>&1 || rc=$?
+    grep -v "$NOISE" "$log" || true
+    rm -f "$log"
+    return "$rc"
+}
+pip_ install --quiet --upgrade pip
 # requirements-gpu.txt = requirements.txt + unsloth + trl (versions kept inside Unsloth's ranges).
-"$VENV/bin/python" -m pip install --quiet "torch>=2.4,<2.14" -r requirements-gpu.txt "pytest>=8,<10"
-"$VENV/bin/python" -m pip uninstall --yes --quiet torchvision || true
+pip_ install --quiet "torch>=2.4,<2.14" -r requirements-gpu.txt "pytest>=8,<10"
+pip_ uninstall --yes --quiet torchvision || true
 # Smoke check: importing unsloth must work (it prints a banner; CPU fallback is fine).
 UNSLOTH_SKIP_TORCHVISION_CHECK=1 HF_HUB_OFFLINE=1 "$VENV/bin/python" -c "import unsloth; from unsloth import FastLanguageModel; print('unsloth', unsloth.__version__)"

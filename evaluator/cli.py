@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migration steps are not news
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

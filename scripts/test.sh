@@ -7,6 +7,6 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_
 export ARTIFACTS_DIR="${ARTIFACTS_DIR:-$PWD/artifacts}"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 if [ -x .venv-unsloth/bin/python ]; then
-    UNSLOTH_SKIP_TORCHVISION_CHECK=1 .venv-unsloth/bin/python -m pytest -q -p no:cacheprovider \
+    UNSLOTH_REQUIRED=1 UNSLOTH_SKIP_TORCHVISION_CHECK=1 .venv-unsloth/bin/python -m pytest -q -p no:cacheprovider \
         tests/test_unsloth_backend.py
 fi

@@ -1,0 +1,111 @@
+"""What is needed to reproduce a run, recorded in ``runs.repro``.
+
+git commit (and whether the tree had local changes), Python and package versions, the device,
+the chat template's hash, the adapter weights' hash, a fingerprint of the base model files,
+the seed and the dataset's content hash. Nothing here imports torch unless it is already loaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+PACKAGES = ("torch", "transformers", "tokenizers", "accelerate", "peft", "unsloth", "unsloth_zoo",
+            "bitsandbytes", "datasets", "sacrebleu", "rouge-score", "sqlalchemy", "numpy")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+_CHUNK = 1 << 20
+
+
+def git_state(path: Optional[Path] = None) -> dict[str, Any]:
+    """Commit of the checkout the evaluator runs from, and whether it has uncommitted changes."""
+    root = path or Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
+        return {"git_sha": sha, "git_dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_sha": None, "git_dirty": None}
+
+
+def package_versions(names=PACKAGES) -> dict[str, Optional[str]]:
+    out: dict[str, Optional[str]] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def device_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine()}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        info["cuda"] = torch.version.cuda
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def hash_files(paths) -> Optional[str]:
+    """sha256 over the files' names and contents, in name order."""
+    paths = sorted(Path(p) for p in paths)
+    if not paths:
+        return None
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode("utf-8") + b"\0")
+        with p.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    return [p for p in directory.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)]
+
+
+def adapter_hash(adapter: Optional[str]) -> Optional[str]:
+    """sha256 of an adapter's weights and config (adapters are small: read in full)."""
+    if not adapter or not Path(adapter).is_dir():
+        return None
+    d = Path(adapter)
+    files = _weight_files(d) + [p for p in [d / "adapter_config.json"] if p.is_file()]
+    return hash_files(files)
+
+
+def model_fingerprint(model: Optional[str]) -> Optional[str]:
+    """Cheap identity of a local base model: config.json's content plus weight file names and sizes
+    (hashing 16 GB of weights for every run would take minutes). Hub models record their revision."""
+    if not model or not Path(model).is_dir():
+        return None
+    d = Path(model)
+    h = hashlib.sha256()
+    if (d / "config.json").is_file():
+        h.update((d / "config.json").read_bytes())
+    for p in sorted(_weight_files(d)):
+        h.update(f"{p.name}:{p.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def collect(*, seed: int, dataset_hash: Optional[str], backend_info: Optional[dict[str, Any]] = None,
+            base_model: Optional[str] = None, adapter: Optional[str] = None) -> dict[str, Any]:
+    info = dict(backend_info or {})
+    return {
+        **git_state(),
+        "argv": sys.argv[1:],
+        "packages": package_versions(),
+        "device": device_info(),
+        "seed": seed,
+        "dataset_sha256": dataset_hash,
+        "chat_template_sha256": info.get("chat_template_sha256"),
+        "adapter_sha256": adapter_hash(adapter),
+        "base_model_fingerprint": model_fingerprint(base_model),
+        "model_revision": info.get("model_revision"),
+        "backend": info,
+    }

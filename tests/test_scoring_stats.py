@@ -1,0 +1,98 @@
+"""Statistics: bootstrap coverage, Holm, wins/ties/losses, corpus metrics and sacrebleu's paired bootstrap."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evaluator.scoring import holm, mean_ci, paired_corpus_test, paired_mean_test, wins_ties_losses
+from evaluator.scoring._stats import bca_interval, bootstrap_means
+from evaluator.scoring._text import CORPUS_BLEU, CORPUS_CHRF
+from evaluator.types import Sample
+
+HYPS = ["The cat sat on the mat.", "Paris is the capital.", "", "It is 42.", "Click the reset link in your email.",
+        "Bonjour tout le monde", "the the the", "Sorry about the delay, the parcel ships today.", "東京は首都です。",
+        "A long answer " * 20]
+HYPS_B = ["A cat sat on a mat.", "The capital is Paris.", "Nothing", "42", "Use the link we sent.", "Hello world",
+          "the", "Your parcel is late.", "東京", "A long reply " * 15]
+REFS = ["The cat is on the mat.", "Paris is the capital of France.", "Something.", "The answer is 42.",
+        "Click the reset link in the email.", "Hello everyone", "the cat", "Sorry, the parcel ships today.",
+        "東京は日本の首都です。", "A long answer " * 18]
+
+
+def _samples(hyps):
+    return [Sample(output=h, reference=r) for h, r in zip(hyps, REFS)]
+
+
+def test_bootstrap_ci_covers_a_known_mean_about_95_percent_of_the_time():
+    # 4,000 simulated data sets of 120 values from a skewed distribution on [0, 1] (like most metric
+    # values), mean 2/7; the resampled means of all data sets come from one matrix product.
+    rng = np.random.default_rng(7)
+    trials, n, true_mean = 4000, 120, 2 / 7
+    data = rng.beta(2, 5, size=(trials, n))
+    means = bootstrap_means(data, seed=11)
+    covered = 0
+    for x, m in zip(data, means):
+        low, high = bca_interval(x, m)
+        covered += low <= true_mean <= high
+    assert 0.93 <= covered / trials <= 0.97, covered / trials
+
+
+def test_mean_ci_brackets_the_mean_and_is_reproducible():
+    x = np.random.default_rng(0).normal(5, 1, size=200)
+    m, low, high = mean_ci(x)
+    assert low < m < high and m == pytest.approx(x.mean())
+    assert mean_ci(x) == (m, low, high)
+    assert mean_ci([3.0]) == (3.0, None, None)
+
+
+def test_holm_matches_a_hand_worked_example():
+    # sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> running max 0.02, 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, None, 0.6]) == [pytest.approx(1.0), None, pytest.approx(1.0)]
+    assert holm([]) == []
+
+
+def test_wins_ties_losses_respect_the_metric_direction():
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 1.0, 1.0]
+    assert wins_ties_losses(a, b, True) == (2, 1, 1)
+    # lower is better (perplexity): A's smaller value is the win
+    assert wins_ties_losses(a, b, False) == (1, 1, 2)
+    assert wins_ties_losses(a, b, None) == (0, 0, 0)
+    assert wins_ties_losses([0.1 + 0.2], [0.3], True) == (0, 1, 0)  # float noise is a tie
+
+
+def test_paired_mean_test_detects_a_real_difference_and_not_a_null_one():
+    rng = np.random.default_rng(1)
+    base = rng.normal(0, 1, 300)
+    better = paired_mean_test(base + 0.3 + rng.normal(0, 0.1, 300), base)
+    assert better["p_value"] < 0.01 and better["ci_low"] > 0
+    same = paired_mean_test(base + rng.normal(0, 0.1, 300), base)
+    assert same["p_value"] > 0.05 and same["ci_low"] < 0 < same["ci_high"]
+    assert paired_mean_test([1.0, 2.0], [1.0, 2.0])["p_value"] == 1.0
+
+
+def test_corpus_bleu_and_chrf_from_statistics_equal_sacrebleu():
+    import sacrebleu
+
+    samples = _samples(HYPS)
+    bleu = CORPUS_BLEU.score(CORPUS_BLEU.stats(samples).sum(0))
+    chrf = CORPUS_CHRF.score(CORPUS_CHRF.stats(samples).sum(0))
+    assert bleu == sacrebleu.corpus_bleu(HYPS, [REFS]).score
+    assert chrf == sacrebleu.corpus_chrf(HYPS, [REFS]).score
+
+
+@pytest.mark.parametrize("corpus,metric_cls", [(CORPUS_BLEU, "BLEU"), (CORPUS_CHRF, "CHRF")])
+def test_paired_corpus_test_reproduces_sacrebleu_paired_bootstrap(corpus, metric_cls):
+    import sacrebleu.metrics
+    from sacrebleu.significance import PairedTest
+
+    metric = getattr(sacrebleu.metrics, metric_cls)()
+    _, scores = PairedTest([("baseline", HYPS_B), ("candidate", HYPS)], {metric_cls: metric}, [REFS],
+                           test_type="bs", n_samples=1000)()
+    (name,) = [k for k in scores if k != "System"]
+    expected = scores[name][1]
+    ours = paired_corpus_test(corpus.stats(_samples(HYPS)), corpus.stats(_samples(HYPS_B)), corpus.score,
+                              dtype=corpus.bootstrap_dtype)
+    assert ours["value_a"] == pytest.approx(expected.score)
+    assert ours["p_value"] == expected.p_value
+    assert ours["ci_low"] <= ours["delta"] <= ours["ci_high"]
