@@ -139,3 +139,46 @@ def any_engine(any_store_url):
     eng = make_engine(any_store_url)
     yield eng
     eng.dispose()
+
+
+# ------------------------------------------------------------------ demo models
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory) -> Path:
+    """A demo model cache built once per test session (about a minute of CPU)."""
+    return tmp_path_factory.mktemp("demo-cache")
+
+
+@pytest.fixture(scope="session")
+def demo_models(demo_cache):
+    from evaluator.demo import build_demo_models
+
+    return build_demo_models(demo_cache, progress=False)
+
+
+def _new_pg_database(server) -> str:
+    import psycopg
+
+    host, port, user = server
+    name = f"t_{_uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=host, port=port, user=user, dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://{user}@{host}:{port}/{name}"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def new_store_url(request, tmp_path_factory):
+    """A function returning the URL of a fresh, empty store, on SQLite and on PostgreSQL.
+
+    Module-scoped (unlike ``any_store_url``) so that a module of read-only query tests can seed one
+    store per backend and share it; call it once per store the module needs.
+    """
+    if request.param == "sqlite":
+        return lambda: f"sqlite:///{tmp_path_factory.mktemp('store') / 'store.sqlite'}"
+    server = request.getfixturevalue("postgres_server")
+    return lambda: _new_pg_database(server)
+
+
+@pytest.fixture(scope="module")
+def pg_module_url(postgres_server) -> str:
+    """URL of a fresh, empty PostgreSQL database shared by one test module."""
+    return _new_pg_database(postgres_server)

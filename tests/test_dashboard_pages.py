@@ -481,3 +481,20 @@ def test_human_verdicts_show_in_runs_and_compare(open_app, seeded):
     row = table[table["example"] == example]
     assert row["verdicts A"].iloc[0] == "pass ×2, fail: reference wrong"
     assert row["verdicts B"].iloc[0] == ""
+
+
+def test_compare_headline_cards_show_the_deltas(open_app, seeded):
+    _, ids = seeded
+    at = open_app("views/compare.py", a=str(ids["latest"]), b=str(ids["latest_baseline"]))
+    assert not at.exception
+    table = at.dataframe[0].value
+    cards = {m.label: m for m in at.metric}
+    assert 1 <= len(cards) <= 4
+    for label, card in cards.items():
+        metric = label.split(":")[0].split(" (")[0]
+        rows = table[table["metric"] == metric]
+        if "kind" in table:
+            rows = rows[rows["kind"] == ("corpus" if "(corpus)" in label else "mean")]
+        row = rows.iloc[0]
+        assert card.value == f"{row['A']:.3g} vs {row['B']:.3g}"
+        assert card.delta.startswith(f"{row['delta (A - B)']:+.3g}")

@@ -13,11 +13,6 @@ from evaluator.demo import DemoSettings, build_demo_models, cache_key
 from evaluator.demo import _build
 
 
-@pytest.fixture(scope="session")
-def demo_models(tmp_path_factory):
-    return build_demo_models(tmp_path_factory.mktemp("demo-cache"), progress=False)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     from evaluator.tiny import train_tokenizer

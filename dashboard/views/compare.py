@@ -82,6 +82,36 @@ def summary_table(comp: dict[str, Any], slice_rows: bool) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+HEADLINE = ["bleu", "chrf", "rougeL", "token_f1", "exact_match", "perplexity", "confidence"]
+
+
+def headline_rows(overall: pd.DataFrame, limit: int = 4) -> pd.DataFrame:
+    """The few rows a meeting looks at first: corpus BLEU/chrF, then the means of the usual metrics."""
+    if overall.empty:
+        return overall
+    rows = overall.copy()
+    if "kind" in rows:  # stored comparisons: one row per metric, corpus figures where they exist
+        rows = rows.sort_values("kind", key=lambda k: k.ne("corpus")).drop_duplicates("metric")
+    order = {m: i for i, m in enumerate(HEADLINE)}
+    rows = rows.assign(_o=rows["metric"].map(lambda m: order.get(m, len(order)))).sort_values(["_o", "metric"])
+    return rows.drop(columns="_o").head(limit)
+
+
+def _headline_cards(overall: pd.DataFrame) -> None:
+    heads = headline_rows(overall)
+    for col, (_, r) in zip(st.columns(max(1, len(heads))), heads.iterrows()):
+        ci = r.get("95% CI of delta")  # "54 [47.2, 59.4]": keep the interval
+        interval = ci[ci.find("["):] if isinstance(ci, str) and "[" in ci else ""
+        delta = f"{r['delta (A - B)']:+.3g}" + (f", 95% CI {interval}" if interval else "")
+        lower_better = r.get("better") == "lower" or r["metric"] == "perplexity"
+        kind = f" ({r['kind']})" if "kind" in r and r["kind"] == "corpus" else ""
+        p = r.get("p (Holm)")
+        col.metric(f"{r['metric']}{kind}: A vs B", f"{r['A']:.3g} vs {r['B']:.3g}", delta,
+                   delta_color="inverse" if lower_better else "normal",
+                   help=f"wins / ties / losses: {r['wins']} / {r['ties']} / {r['losses']}"
+                        + ("" if p is None or pd.isna(p) else f"; Holm-adjusted p = {p:.3g}"))
+
+
 def _scatter(cells: pd.DataFrame, lo: float, hi: float, metric: str) -> alt.LayerChart:
     box = alt.selection_interval(name="box", encodings=["x", "y"])
     pad = (hi - lo) * 0.05 or 0.5
@@ -166,6 +196,7 @@ def main() -> None:
     if overall.empty:
         st.caption("The two runs share no scored example.")
     else:
+        _headline_cards(overall)
         st.dataframe(overall, hide_index=True, width="stretch", column_config=cfg)
     stored_slices = not comp["stored"].empty and (comp["stored"]["slice"] != "").any()
     by_slice = st.toggle("Per slice (category)", key="cmp_slices",
