@@ -88,6 +88,11 @@ def _active_ranges(q: ResultQuery) -> list[MetricRange]:
     return [r for r in q.ranges if r.lo is not None or r.hi is not None]
 
 
+def _in_range(value_col, r: MetricRange) -> list:
+    """Conditions "value within [lo, hi]" (either bound optional)."""
+    return ([value_col >= r.lo] if r.lo is not None else []) + ([value_col <= r.hi] if r.hi is not None else [])
+
+
 def _apply_filters(stmt, q: ResultQuery, mids: dict[str, int], anchor, *, rows_joined: bool):
     """Add q's filters to ``stmt`` whose result id column is ``anchor``. Returns None if nothing can match.
 
@@ -99,12 +104,7 @@ def _apply_filters(stmt, q: ResultQuery, mids: dict[str, int], anchor, *, rows_j
         if mid is None:  # a metric this store has never seen matches nothing
             return None
         mv = MV.alias(f"f{i}")
-        cond = [mv.c.result_id == anchor, mv.c.metric_id == mid]
-        if r.lo is not None:
-            cond.append(mv.c.value >= r.lo)
-        if r.hi is not None:
-            cond.append(mv.c.value <= r.hi)
-        stmt = stmt.join(mv, and_(*cond))
+        stmt = stmt.join(mv, and_(mv.c.result_id == anchor, mv.c.metric_id == mid, *_in_range(mv.c.value, r)))
     if not _needs_rows(q):
         return stmt
     if not rows_joined:
@@ -161,11 +161,8 @@ def count_results(*, session: Session, query: ResultQuery) -> int:
         if mid is None:
             return 0
         f0 = MV.alias("c0")
-        stmt = select(func.count()).select_from(f0).where(f0.c.run_id == q.run_id, f0.c.metric_id == mid)
-        if ranges[0].lo is not None:
-            stmt = stmt.where(f0.c.value >= ranges[0].lo)
-        if ranges[0].hi is not None:
-            stmt = stmt.where(f0.c.value <= ranges[0].hi)
+        stmt = select(func.count()).select_from(f0).where(f0.c.run_id == q.run_id, f0.c.metric_id == mid,
+                                                          *_in_range(f0.c.value, ranges[0]))
         stmt = _apply_filters(stmt, q.replace(ranges=tuple(ranges[1:])), mids, f0.c.result_id, rows_joined=False)
     else:
         stmt = _apply_filters(select(func.count()).select_from(R).where(R.c.run_id == q.run_id), q, mids,
@@ -195,6 +192,8 @@ def _page_ids(session: Session, q: ResultQuery, offset: int, limit: int, selecte
         return list(session.scalars(stmt.order_by(*order).offset(offset).limit(limit)))
     s = MV.alias("s")
     ranges = _active_ranges(q)
+    if any(r.metric not in mids for r in ranges):  # a metric this store has never seen matches nothing
+        return []
     if ranges and not _needs_rows(q) and (selected if selected is not None else count_results(
             session=session, query=q)) <= FILTER_DRIVEN_MAX:
         # Few rows pass the filters: scan the first range's index, look up each row's sort value by
@@ -202,11 +201,8 @@ def _page_ids(session: Session, q: ResultQuery, offset: int, limit: int, selecte
         f0 = MV.alias("d0")
         stmt = select(s.c.result_id).select_from(f0).join(s, and_(
             s.c.result_id == f0.c.result_id, s.c.metric_id == sort_mid, s.c.run_id + 0 == q.run_id, s.c.value.is_not(None)))
-        stmt = stmt.where(f0.c.run_id == q.run_id, f0.c.metric_id == mids[ranges[0].metric])
-        if ranges[0].lo is not None:
-            stmt = stmt.where(f0.c.value >= ranges[0].lo)
-        if ranges[0].hi is not None:
-            stmt = stmt.where(f0.c.value <= ranges[0].hi)
+        stmt = stmt.where(f0.c.run_id == q.run_id, f0.c.metric_id == mids[ranges[0].metric],
+                          *_in_range(f0.c.value, ranges[0]))
         stmt = _apply_filters(stmt, q.replace(ranges=tuple(ranges[1:])), mids, s.c.result_id, rows_joined=False)
     else:
         # Many rows pass: walk the sort metric's (run, metric, value) index in order, probing the
