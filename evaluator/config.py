@@ -6,9 +6,12 @@ file fails loudly instead of being ignored. The resolved object is stored with t
 
 Keys (file and flag names are the same, with ``-`` or ``_``)::
 
-    model, adapter, name, family                 what to evaluate and how to label it
+    model, adapter, name, family                 what to evaluate and how to label it (model may be
+                                                 openai:MODEL; a baseline also outputs:FILE)
     dataset, split, format, turns, limit, fields what to evaluate it on
     baselines                                    models evaluated on the same examples for comparison
+    base_url, api_key_env, concurrency,          openai:MODEL endpoints (OpenAI-compatible)
+    request_timeout, max_retries
     db                                           store URL (default $EVAL_DB_URL, else sqlite:///eval_store.sqlite)
     backend, device, dtype, load_in_4bit,        how to load the model
     chat_template, max_length, trust_remote_code
@@ -28,7 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError,
 from evaluator.types import GenerationSettings
 
 # Keys that may differ between the first attempt of a run and its --resume (they do not change outputs).
-OPERATIONAL_KEYS = frozenset({"db", "resume", "batch_size", "max_batch_size", "device"})
+# The endpoint settings are here too: the same model may be served from another host on resume.
+OPERATIONAL_KEYS = frozenset({"db", "resume", "batch_size", "max_batch_size", "device", "base_url", "api_key_env",
+                              "concurrency", "request_timeout", "max_retries"})
 
 
 class ConfigError(ValueError):
@@ -51,7 +56,13 @@ class RunConfig(BaseModel):
     limit: Optional[PositiveInt] = None
     fields: Optional[dict[str, str]] = Field(None, description="role -> column mapping for the data loader")
     # comparison
-    baselines: list[str] = Field(default_factory=list)
+    baselines: list[str] = Field(default_factory=list, description="models, openai:MODEL or outputs:FILE")
+    # OpenAI-compatible endpoints (openai:MODEL as model or baseline)
+    base_url: Optional[str] = Field(None, description="API root, e.g. http://127.0.0.1:8000/v1 (default: OpenAI)")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")
+    concurrency: PositiveInt = Field(8, description="requests in flight at once")
+    request_timeout: float = Field(60.0, gt=0, description="seconds per request before it is retried")
+    max_retries: int = Field(5, ge=0, description="retries on timeouts, 429 and 5xx (exponential backoff)")
     # store
     db: Optional[str] = None
     resume: Optional[str] = None
@@ -93,6 +104,19 @@ class RunConfig(BaseModel):
     def _one_or_many(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
+    @field_validator("model")
+    @classmethod
+    def _model_spec(cls, v: str) -> str:
+        if v.startswith("outputs:"):
+            raise ValueError("outputs:FILE can only be a baseline (--baseline outputs:FILE): the candidate is "
+                             "the model being evaluated")
+        return _check_spec(v)
+
+    @field_validator("baselines")
+    @classmethod
+    def _baseline_specs(cls, v: list[str]) -> list[str]:
+        return [_check_spec(b) for b in v]
+
     @model_validator(mode="after")
     def _sampling_needs_do_sample(self) -> "RunConfig":
         if not self.do_sample and (self.temperature != 1.0 or self.top_p != 1.0 or self.top_k != 0):
@@ -109,6 +133,13 @@ class RunConfig(BaseModel):
     def stored(self) -> dict[str, Any]:
         """The config as recorded with the run (no store URL: it may carry a password)."""
         return self.model_dump(mode="json", exclude={"db", "resume"})
+
+
+def _check_spec(spec: str) -> str:
+    prefix, sep, rest = spec.partition(":")
+    if sep and prefix in ("openai", "outputs") and not rest.strip():
+        raise ValueError(f"{spec!r}: give a {'model name' if prefix == 'openai' else 'file'} after '{prefix}:'")
+    return spec
 
 
 def _normalise(data: Mapping[str, Any], where: str) -> dict[str, Any]:

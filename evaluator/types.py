@@ -62,6 +62,16 @@ class Generation:
     prompt_truncated: bool = False
     latency_s: float = 0.0
     error: Optional[str] = None
+    # Backends that know how many tokens they generated but not their ids (an API, stored outputs)
+    # give the count here; ``count_known=False`` when not even the count is known (an AlpacaEval file):
+    # the output_tokens metric is then not scored for this result.
+    token_count: Optional[int] = None
+    count_known: bool = True
+
+    @property
+    def n_tokens(self) -> int:
+        """Generated tokens: ``token_count`` when given, else ``len(token_ids)``."""
+        return self.token_count if self.token_count is not None else len(self.token_ids)
 
 
 @dataclass

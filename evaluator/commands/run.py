@@ -24,6 +24,15 @@ examples:
   # continue a run that crashed or was killed (committed batches are kept)
   python -m evaluator run --resume 12            # or --resume support-v3
 
+  # data parallel: 4 processes (one GPU each) share the examples of one run; resume at any count
+  torchrun --nproc_per_node 4 -m evaluator run --model out/lora-v3 --dataset data/support_test.jsonl
+  accelerate launch --multi_gpu --num_processes 4 -m evaluator run --resume support-v3
+
+  # external baselines: precomputed answers (AlpacaEval model_outputs.json or an evaluator export
+  # JSONL), and an OpenAI-compatible endpoint (key from $OPENAI_API_KEY, or --api-key-env NAME)
+  python -m evaluator run --model out/lora-v3 --dataset data/support_test.jsonl \
+      --baseline outputs:gpt4_outputs.json --baseline openai:llama3.1:8b --base-url http://127.0.0.1:11434/v1
+
 The store is --db URL, else $EVAL_DB_URL, else sqlite:///eval_store.sqlite.
 """
 
@@ -39,12 +48,21 @@ def register(sub) -> None:
         argument_default=argparse.SUPPRESS,  # only flags given on the command line override the config file
     )
     g = p.add_argument_group("what to evaluate")
-    g.add_argument("--model", metavar="PATH_OR_HUB_ID", help="model dir/hub id, or a PEFT adapter dir")
+    g.add_argument("--model", metavar="PATH_OR_HUB_ID",
+                   help="model dir/hub id, a PEFT adapter dir, or openai:MODEL (an OpenAI-compatible endpoint)")
     g.add_argument("--adapter", metavar="PATH", help="PEFT/LoRA adapter applied on --model")
     g.add_argument("--name", metavar="LABEL", help="run name (default: adapter or model dir name)")
     g.add_argument("--family", metavar="NAME", help="groups versions of one model in trend views")
     g.add_argument("--baseline", action="extend", nargs="+", metavar="PATH_OR_HUB_ID",
-                   help="also evaluate this model on the same examples and compare (repeatable)")
+                   help="also evaluate this model on the same examples and compare (repeatable); "
+                        "openai:MODEL for an OpenAI-compatible endpoint, outputs:FILE for precomputed answers")
+    g = p.add_argument_group("OpenAI-compatible endpoints (openai:MODEL as --model or --baseline)")
+    g.add_argument("--base-url", metavar="URL", help="API root, e.g. http://127.0.0.1:8000/v1 (default: OpenAI's)")
+    g.add_argument("--api-key-env", metavar="NAME", help="environment variable with the key (default OPENAI_API_KEY)")
+    g.add_argument("--concurrency", type=int, metavar="N", help="requests in flight at once (default 8)")
+    g.add_argument("--request-timeout", type=float, metavar="SECONDS", help="per request (default 60)")
+    g.add_argument("--max-retries", type=int, metavar="N",
+                   help="retries on timeouts, 429 and 5xx, with exponential backoff (default 5)")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", metavar="PATH_OR_HUB_ID", help="JSON/JSONL/CSV/Parquet file, dir, or hub id")
     g.add_argument("--split", help="split (default: test)")
@@ -134,5 +152,13 @@ def main(args: argparse.Namespace) -> int:
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print("\n".join(summary.lines()))
+    if _is_main_process():
+        print("\n".join(summary.lines()))
     return 0
+
+
+def _is_main_process() -> bool:
+    """Under torchrun only rank 0 prints the summary (it covers every rank)."""
+    import os
+
+    return os.environ.get("RANK", "0").strip() in ("", "0")

@@ -2,17 +2,31 @@
 from evaluator.models._base import Backend
 from evaluator.models._chat import NAMED_TEMPLATES, ChatTemplateError
 from evaluator.models._loading import ModelResolutionError, ResolvedModel, resolve_model
-from evaluator.models._select import BACKENDS, BackendError, choose_backend, load_backend, prepare_backend
+from evaluator.models._select import (
+    BACKENDS,
+    EXTERNAL,
+    BackendError,
+    ModelIdentity,
+    choose_backend,
+    describe_model,
+    external_kind,
+    load_backend,
+    prepare_backend,
+)
 
 __all__ = [
     "BACKENDS",
     "Backend",
     "BackendError",
     "ChatTemplateError",
+    "EXTERNAL",
+    "ModelIdentity",
     "ModelResolutionError",
     "NAMED_TEMPLATES",
     "ResolvedModel",
     "choose_backend",
+    "describe_model",
+    "external_kind",
     "load_backend",
     "prepare_backend",
     "resolve_model",

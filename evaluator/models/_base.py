@@ -2,7 +2,12 @@
 
 A backend turns conversations into generations and scores reference answers. The runner never
 touches torch; anything that loads weights lives behind this Protocol (``_transformers.py``,
-``_unsloth.py``), and heavy imports happen inside those modules.
+``_unsloth.py``), and heavy imports happen inside those modules. External backends (``_outputs.py``:
+answers read from a file; ``_openai.py``: an OpenAI-compatible endpoint) implement the same Protocol;
+their ``reference_logprobs`` raises ``NotImplementedError`` (the runner then skips perplexity).
+
+Optional capability: a backend with ``uses_example_keys = True`` gets ``keys=`` (the examples'
+stable keys, parallel to ``conversations``) in ``generate`` — the outputs backend matches on them.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ OnBatch = Callable[[list[int], list[Generation]], None]
 
 @runtime_checkable
 class Backend(Protocol):
-    name: str  # "transformers" | "unsloth"
+    name: str  # "transformers" | "unsloth" | "outputs" | "openai"
 
     def generate(self, conversations: Sequence[Sequence[Message]], settings: GenerationSettings, *,
                  on_batch: Optional[OnBatch] = None, progress: bool = True) -> list[Generation]:
@@ -24,7 +29,8 @@ class Backend(Protocol):
 
     def reference_logprobs(self, conversations: Sequence[Sequence[Message]],
                            references: Sequence[str]) -> list[list[float]]:
-        """Teacher-forced natural-log probability of each token of each reference, given its conversation."""
+        """Teacher-forced natural-log probability of each token of each reference, given its conversation.
+        Raises ``NotImplementedError`` where the backend cannot (external backends)."""
 
     def info(self) -> dict[str, Any]:
         """What to record with the run: backend, base model, adapter, device, dtype, chat template hash,

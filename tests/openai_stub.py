@@ -1,0 +1,116 @@
+"""A small OpenAI-compatible chat server on 127.0.0.1 for the external-backend tests (holds no tests).
+
+It misbehaves on purpose, chosen by a marker in the last user message:
+
+=============  ===============================================================
+``#slow``      answers after 0.3 s
+``#limited``   429 with ``Retry-After: 0`` the first time, then answers
+``#stall``     the first time sleeps past the client's timeout, then answers
+``#broken``    500 every time
+=============  ===============================================================
+
+Every other prompt is answered at once with ``"echo: <prompt>"``, token log-probabilities and usage.
+``requests[marker]`` counts requests per prompt; ``max_in_flight`` is the highest number of requests
+handled at the same time; ``required_key`` makes it answer 401 to any other bearer token.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Optional
+
+STALL_S = 2.5
+
+
+class ChatStub:
+    def __init__(self) -> None:
+        self.requests: Counter[str] = Counter()
+        self.bodies: list[dict] = []
+        self.headers: list[dict] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.required_key: Optional[str] = None
+        self.lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                with stub.lock:
+                    stub.in_flight += 1
+                    stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
+                try:
+                    stub.handle(self, body)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                    pass
+                finally:
+                    with stub.lock:
+                        stub.in_flight -= 1
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __enter__(self) -> "ChatStub":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    @staticmethod
+    def _send(handler, status: int, payload: dict, headers: Optional[dict] = None) -> None:
+        data = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            handler.send_header(k, v)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    def handle(self, handler, body: dict) -> None:
+        if handler.path != "/v1/chat/completions":
+            return self._send(handler, 404, {"error": {"message": f"no route {handler.path}"}})
+        prompt = [m for m in body.get("messages", []) if m.get("role") == "user"][-1]["content"]
+        marker = next((m for m in ("#slow", "#limited", "#stall", "#broken") if m in prompt), prompt)
+        with self.lock:
+            self.requests[marker] += 1
+            n = self.requests[marker]
+            self.bodies.append(body)
+            self.headers.append(dict(handler.headers))
+        if self.required_key and handler.headers.get("Authorization") != f"Bearer {self.required_key}":
+            return self._send(handler, 401, {"error": {"message": "invalid api key"}})
+        if marker == "#broken":
+            return self._send(handler, 500, {"error": {"message": "internal error, on purpose"}})
+        if marker == "#limited" and n == 1:
+            return self._send(handler, 429, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
+        if marker == "#stall" and n == 1:
+            time.sleep(STALL_S)
+        if marker == "#slow":
+            time.sleep(0.3)
+        words = ["echo:", *prompt.split()][: int(body.get("max_tokens") or 16)]
+        finish = "stop" if len(words) == len(prompt.split()) + 1 else "length"
+        choice = {"index": 0, "message": {"role": "assistant", "content": " ".join(words)}, "finish_reason": finish}
+        if body.get("logprobs"):
+            choice["logprobs"] = {"content": [{"token": w, "logprob": -0.25 * (i + 1), "bytes": list(w.encode()),
+                                               "top_logprobs": []} for i, w in enumerate(words)]}
+        self._send(handler, 200, {
+            "id": "chatcmpl-test", "object": "chat.completion", "model": body.get("model"), "choices": [choice],
+            "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(words),
+                      "total_tokens": len(prompt.split()) + len(words)},
+        })
