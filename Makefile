@@ -20,3 +20,5 @@ bench: setup
 	.venv/bin/python benchmarks/bench_store.py --runs 3 --examples 20000
 	.venv/bin/python benchmarks/bench_score.py --n 1000
 	.venv/bin/python benchmarks/bench_generate.py
+	.venv/bin/python benchmarks/bench_parallel.py
+	.venv/bin/python benchmarks/bench_dashboard.py

@@ -162,3 +162,19 @@ def test_an_export_jsonl_is_matched_on_example_keys(dataset, store_url, engine, 
     want, got = rows(engine, first.run_id), rows(engine, base.run_id)
     assert {p: (r["output"], r["finish_reason"], r["output_tokens"]) for p, r in got.items()} == \
            {p: (r["output"], r["finish_reason"], r["output_tokens"]) for p, r in want.items()}
+
+
+def test_rescoring_perplexity_of_an_outputs_run_leaves_it_missing_with_a_warning(dataset, store_url, engine, stub,
+                                                                                  tmp_path, caplog):
+    from evaluator.cli import main
+
+    first = run_evaluation(config("openai:gpt-test", dataset, store_url, stub, name="first"), progress=False)
+    exported = tmp_path / "first.jsonl"
+    assert main(["export", str(first.run_id), "--db", store_url, "-o", str(exported)]) == 0
+    second = run_evaluation(config("openai:gpt-test", dataset, store_url, stub, name="second",
+                                   baselines=[f"outputs:{exported}"]), progress=False)
+    base = second.baselines[0].run_id
+    with caplog.at_level("WARNING"):
+        assert main(["score", str(base), "--metric", "perplexity", "--db", store_url]) == 0
+    assert "perplexity of the reference cannot be computed" in caplog.text
+    assert all(r["metrics"].get("perplexity") is None for r in rows(engine, base).values())

@@ -56,6 +56,10 @@ def _needs(spec, sample, stored: dict, force: bool) -> bool:
     return value[0] is None and not sample.error
 
 
+# Backends that replay or request outputs and have no weights to teacher-force a reference with.
+NO_WEIGHTS_BACKENDS = ("outputs", "openai")
+
+
 def _load_backend(run: dict[str, Any]):
     from evaluator.models import load_backend
 
@@ -71,10 +75,17 @@ def _teacher_force(sf, run: dict[str, Any], samples: list, messages: dict[int, l
     import db
     from evaluator.scoring import reference_nll
 
+    if run.get("backend") in NO_WEIGHTS_BACKENDS:
+        log.warning("run %s was not generated from model weights (backend %r): perplexity of the reference cannot be "
+                    "computed for it and stays missing", run["id"], run["backend"])
+        return 0
     log.info("loading %s to compute reference log-probabilities of %d results", run["model"], len(samples))
     backend = _load_backend(run)
     try:
         lps = backend.reference_logprobs([messages[s.result_id] for s in samples], [s.reference for s in samples])
+    except NotImplementedError:
+        log.warning("the %s backend cannot teacher-force references: perplexity stays missing", run["backend"])
+        return 0
     finally:
         backend.close()
     stored = {}
