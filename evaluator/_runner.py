@@ -256,7 +256,8 @@ def _start_run(*, sf, config: RunConfig, ident, dataset_id: int, ids: list[int],
             repro["world_size"] = world_size
             run_id = db.create_run(
                 session=session, name=name, model=ident.model, backend=backend_name, dataset_id=dataset_id,
-                family=config.family, adapter=ident.adapter, baseline_for_id=baseline_for,
+                family=config.family or (name if baseline_for is not None else None), adapter=ident.adapter,
+                baseline_for_id=baseline_for,
                 generation=config.generation_settings().as_dict(), config=config.stored(), repro=repro,
                 n_rows=data.n_rows, n_examples=len(ids), n_rejected=len(data.rejected),
             )
@@ -475,8 +476,9 @@ def _run(config: RunConfig, *, ctx, loader: Optional[BackendLoader], progress: b
                       backend_name=backend_name, progress=progress)
         summary = _evaluate_model(config=config, existing_run=shared["existing"], **common)
         for model in config.baselines:
+            # A baseline is its own model: it does not join the candidate's family in the trend views.
             bcfg = config.model_copy(update={"model": model, "adapter": None, "name": None, "baselines": [],
-                                             "resume": None})
+                                             "resume": None, "family": None})
             b = _evaluate_model(config=bcfg, baseline_for=summary.run_id, existing_run=shared["previous"].get(model),
                                 **common)
             _distributed.on_main(ctx, lambda: compare_runs(session_factory=sf, run_a_id=summary.run_id,

@@ -91,12 +91,17 @@ def test_run_stores_rows_results_metrics_and_finishes(varied_dir, dataset, store
 
 
 def test_baselines_run_on_the_same_examples_and_are_compared(varied_dir, tiny_model_dir, dataset, store_url, engine):
-    summary = run_evaluation(config(varied_dir, dataset, store_url, baselines=[str(tiny_model_dir)]), progress=False)
+    cfg = config(varied_dir, dataset, store_url, baselines=[str(tiny_model_dir)]).model_copy(
+        update={"family": "acme"})
+    summary = run_evaluation(cfg, progress=False)
     assert len(summary.baselines) == 1
     base = summary.baselines[0]
     with db.session_factory(engine)() as s:
         b = db.get_run(session=s, run_id=base.run_id)
         assert b["baseline_for_id"] == summary.run_id and b["model"] == str(tiny_model_dir)
+        # the baseline is its own line in the trends, not a point of the candidate's family
+        assert db.get_run(session=s, run_id=summary.run_id)["family"] == "acme"
+        assert b["family"] == b["name"] != "acme"
         assert b["generation"] == db.get_run(session=s, run_id=summary.run_id)["generation"]
         assert db.baselines_of(session=s, run_id=summary.run_id) == [base.run_id]
         assert db.stored_comparisons(session=s, run_a_id=summary.run_id, run_b_id=base.run_id)
