@@ -98,8 +98,10 @@ from db._query_errors import (
 )
 from db._query_history import (
     broken_and_fixed,
+    count_examples,
     count_flips,
     dataset_runs,
+    datasets_holding,
     example_by_key,
     example_ref,
     find_examples,

@@ -22,6 +22,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_MMAP_BYTES = 1 << 30  # address space only; pages are shared with the OS cache
 SQLITE_CACHE_KIB = 64 * 1024
+PG_MIGRATION_LOCK = 0x65766C5F73746F72  # advisory lock key ("evl_stor") held while migrating a PostgreSQL store
 
 
 class StoreError(RuntimeError):
@@ -70,7 +71,14 @@ def make_engine(url: Optional[str] = None, *, readonly: bool = False, must_exist
     if path is not None and not path.parent.exists():
         raise StoreError(f"directory {path.parent} does not exist: create it or choose another --db path")
     try:
-        engine = create_engine(url, json_serializer=_json_dumps, pool_pre_ping=path is None)
+        options = {}
+        if readonly and make_url(url).get_backend_name() == "postgresql":
+            # Like SQLite's deferred BEGIN below: every statement of a reader's transaction sees one
+            # snapshot (READ COMMITTED gives each statement its own, so a page of results could
+            # disagree with the count beside it while an evaluator commits). A read-only transaction
+            # never fails to serialize.
+            options["isolation_level"] = "REPEATABLE READ"
+        engine = create_engine(url, json_serializer=_json_dumps, pool_pre_ping=path is None, **options)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise StoreError(f"cannot use store URL {url!r}: {exc}") from None
 
@@ -187,6 +195,12 @@ def upgrade(engine: Engine) -> None:
 
     cfg = _alembic_config(engine)
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Two evaluators starting on an empty database would both create the tables (one fails on
+            # "relation already exists"): the second waits here until the first has committed, and
+            # Alembic then reads the version the first wrote and has nothing to do. (On SQLite the
+            # migration's BEGIN IMMEDIATE already makes the second writer wait.)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

@@ -44,7 +44,8 @@ def list_datasets(*, session: Session) -> list[dict[str, Any]]:
         select(Dataset.id, Dataset.name, Dataset.split, Dataset.turns, func.count(Run.id), func.max(Run.created_at))
         .outerjoin(Run, Run.dataset_id == Dataset.id)
         .group_by(Dataset.id, Dataset.name, Dataset.split, Dataset.turns)
-        .order_by(func.max(Run.created_at).desc(), Dataset.id)
+        # NULLS LAST: SQLite's default for DESC, not PostgreSQL's (datasets without runs go last on both)
+        .order_by(func.max(Run.created_at).desc().nulls_last(), Dataset.id)
     )
     keys = ("id", "name", "split", "turns", "n_runs", "last_run_at")
     return [dict(zip(keys, row)) for row in session.execute(stmt)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import BigInteger, and_, case, func, or_, select, type_coerce
 from sqlalchemy.orm import Session, aliased
 
 from db._columns import metric_column
@@ -32,7 +32,9 @@ EXACT_MAX = 12  # a metric with at most this many distinct values gets one histo
 
 
 def _sample_order(id_col):
-    return (id_col * _HASH_MUL) % _HASH_MOD
+    # Typed BIGINT so the constants are sent as BIGINT: PostgreSQL would take them as the column's
+    # INTEGER and refuse 2654435761 ("integer out of range"); SQLite's integers are 64-bit anyway.
+    return (type_coerce(id_col, BigInteger) * _HASH_MUL) % _HASH_MOD
 
 
 # ---------------------------------------------------------------- distributions

@@ -13,7 +13,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from db._columns import metric_column
-from db._models import ExampleRow, Run
+from db._models import Dataset, ExampleRow, Run
 from db._query import _like_pattern
 
 
@@ -41,6 +41,29 @@ def example_by_key(*, session: Session, dataset_id: int, key: str) -> Optional[d
                                  ExampleRow.messages, ExampleRow.reference)
                           .where(ExampleRow.dataset_id == dataset_id, ExampleRow.key == key)).first()
     return None if row is None else dict(row._mapping)
+
+
+def count_examples(*, session: Session, dataset_id: int) -> int:
+    """How many examples a dataset has."""
+    return int(session.scalar(select(func.count()).select_from(ExampleRow)
+                              .where(ExampleRow.dataset_id == dataset_id)) or 0)
+
+
+def datasets_holding(*, session: Session, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Datasets holding examples with any of ``keys`` (content hashes): {id, name, split, turns, n} with n
+    the number of those keys each holds, most first (used to join imported results to their dataset)."""
+    counts: dict[int, int] = {}
+    keys = list(dict.fromkeys(keys))
+    for i in range(0, len(keys), 500):
+        for ds, n in session.execute(select(ExampleRow.dataset_id, func.count())
+                                     .where(ExampleRow.key.in_(keys[i:i + 500])).group_by(ExampleRow.dataset_id)):
+            counts[ds] = counts.get(ds, 0) + int(n)
+    if not counts:
+        return []
+    rows = session.execute(select(Dataset.id, Dataset.name, Dataset.split, Dataset.turns)
+                           .where(Dataset.id.in_(list(counts)))).all()
+    out = [dict(id=r[0], name=r[1], split=r[2], turns=r[3], n=counts[r[0]]) for r in rows]
+    return sorted(out, key=lambda d: (-d["n"], d["id"]))
 
 
 def find_examples(*, session: Session, dataset_id: int, text: str = "", limit: int = 50) -> list[dict[str, Any]]:

@@ -138,10 +138,18 @@ def export_rows(*, session: Session, run_id: int, chunk: int = 1000) -> Iterator
 
     Keys: run_id, example_id, example_key, row_index, category, messages, reference, output,
     finish_reason, output_tokens, prompt_tokens, failures (names), error, latency_ms, ref_nll,
-    ref_tokens, token_logprobs, metrics {name: value} (None where the metric failed on the example).
+    ref_tokens, token_logprobs, metrics {name: value} (None where the metric failed on the example);
+    and what ``python -m evaluator import_run`` needs to rebuild the run elsewhere: run_name, model,
+    run_created_at (ISO 8601), dataset, split, turns, turn_index, conversation_id, source, tags, metadata.
     """
     from db._query import metrics_for_results
 
+    head = session.execute(select(Run.name, Run.model, Run.created_at, Dataset.name, Dataset.split, Dataset.turns)
+                           .join(Dataset, Dataset.id == Run.dataset_id).where(Run.id == run_id)).first()
+    if head is None:
+        return
+    run_fields = dict(run_name=head[0], model=head[1], run_created_at=head[2].isoformat() if head[2] else None,
+                      dataset=head[3], split=head[4], turns=head[5])
     last = (-1, -1)
     while True:
         stmt = (
@@ -167,5 +175,7 @@ def export_rows(*, session: Session, run_id: int, chunk: int = 1000) -> Iterator
                 "latency_ms": result.latency_ms, "ref_nll": result.ref_nll, "ref_tokens": result.ref_tokens,
                 "token_logprobs": unpack_logprobs(result.token_logprobs),
                 "metrics": dict(sorted(metrics.get(result.id, {}).items())),
+                **run_fields, "turn_index": example.turn_index, "conversation_id": example.conversation_id,
+                "source": example.source, "tags": list(example.tags or []), "metadata": dict(example.meta or {}),
             }
         last = (page[-1][1].row_index, page[-1][0].id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from db._models import (
@@ -28,6 +28,7 @@ from db._values import VERDICTS, pack_logprobs, prompt_text
 
 RUN_STATUSES = ("running", "finished", "failed")
 _EXAMPLE_CHUNK = 500  # keys per IN (...) lookup; stays under every driver's parameter limit
+_PG_EXAMPLES_LOCK = 0x6576  # advisory lock space of "adding examples to dataset N" on PostgreSQL
 
 
 def _dialect_insert(session: Session, table):
@@ -88,6 +89,13 @@ def upsert_examples(*, session: Session, dataset_id: int, examples: Sequence[Map
         if e["key"] not in ids
     ]
     if new:
+        if session.get_bind().dialect.name == "postgresql":
+            # Writers adding examples to one dataset take turns (until commit): two of them inserting
+            # overlapping keys in different orders would otherwise wait on each other's rows (deadlock).
+            # The second then skips the rows the first wrote (ON CONFLICT DO NOTHING). SQLite writers
+            # already take turns (BEGIN IMMEDIATE). Ids keep following the caller's (row) order.
+            session.execute(text("SELECT pg_advisory_xact_lock(:space, :dataset)"),
+                            {"space": _PG_EXAMPLES_LOCK, "dataset": dataset_id})
         ins = _dialect_insert(session, ExampleRow)
         if ins is not None:
             session.execute(ins.on_conflict_do_nothing(), new)

@@ -1,4 +1,5 @@
-"""db/_query_dashboard.py: the dashboard's own read queries, checked against plain Python on a seeded store."""
+"""db/_query_dashboard.py: the dashboard's own read queries, checked against plain Python on a seeded store
+(one store per backend: every test runs on SQLite and on PostgreSQL)."""
 from __future__ import annotations
 
 import math
@@ -11,8 +12,8 @@ from tests.dashboard_seed import seed_store
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('dq') / 'store.sqlite'}"
+def store(new_store_url):
+    url = new_store_url()
     ids = seed_store(url)
     engine = db.open_store_readonly(url)
     yield db.session_factory(engine), ids
@@ -142,3 +143,13 @@ def test_annotations_of_newest_first(store):
         rows = db.annotations_of(session=s, run_id=ids["latest"], example_id=ids["hostile_example_ids"][0])
         none = db.annotations_of(session=s, run_id=ids["latest"], example_id=ids["example_ids"][0])
     assert [r["reviewer"] for r in rows] == ["dana"] and rows[0]["verdict"] == db.VERDICTS[0] and none == []
+
+
+def test_datasets_without_runs_are_listed_last(any_engine):
+    Session = db.session_factory(any_engine)
+    with Session.begin() as s:
+        empty = db.get_or_create_dataset(session=s, name="never-run.jsonl")
+        used = db.get_or_create_dataset(session=s, name="used.jsonl")
+        db.create_run(session=s, name="r", model="m", backend="transformers", dataset_id=used)
+    with Session() as s:
+        assert [(d["id"], d["n_runs"]) for d in db.list_datasets(session=s)] == [(used, 1), (empty, 0)]

@@ -19,13 +19,16 @@ OUTPUTS = [" ".join(["w"] * (i + 1)) for i in range(10)]  # example i has i + 1 
 
 
 @pytest.fixture(params=[True, False], ids=["metric-columns", "metric-values-fallback"])
-def hand(request, store_url):
+def hand(request, any_store_url):
+    """The hand-made store, on SQLite and on PostgreSQL."""
     runs = [RunSpec("r1", metrics={"confidence": CONF, "q": Q, "perplexity": [1 / c for c in CONF]},
                     failures=FAILURES, outputs=OUTPUTS, columns=request.param),
             RunSpec("r2", metrics={"confidence": CONF, "q": [1] * 10}, columns=request.param)]
-    ids = make_store(store_url, runs, n_examples=10, categories=CATS,
+    ids = make_store(any_store_url, runs, n_examples=10, categories=CATS,
                      references=["x" * (3 * i) for i in range(9)] + [None])
-    return ids, db.session_factory(db.make_engine(store_url))
+    engine = db.make_engine(any_store_url)
+    yield ids, db.session_factory(engine)
+    engine.dispose()
 
 
 def test_reliability_bins_are_mean_quality_per_confidence_bucket(hand):
@@ -108,10 +111,10 @@ def test_length_sample_and_pair_sample_are_bounded_and_deterministic(hand):
     assert p["n"] == 10 and len(p["rows"]) == 3
 
 
-def test_metric_disagreement_and_verdicts_where_the_metric_misleads(hand, store_url):
+def test_metric_disagreement_and_verdicts_where_the_metric_misleads(hand):
     ids, Session = hand
     r1, ex = ids["runs"]["r1"], ids["example_ids"]
-    with db.session_factory(db.make_engine(store_url)).begin() as s:
+    with Session.begin() as s:
         db.add_annotation(session=s, run_id=r1, example_id=ex[8], reviewer="alice", verdict="fail: metric misleading")
         db.add_annotation(session=s, run_id=r1, example_id=ex[0], reviewer="bob", verdict="pass")
         db.add_annotation(session=s, run_id=r1, example_id=ex[5], reviewer="carol", verdict="pass")

@@ -1,4 +1,5 @@
-"""Per-example history across versions: newly broken / fixed and flaky examples on hand-made values."""
+"""Per-example history across versions: newly broken / fixed and flaky examples on hand-made values,
+on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import pytest
@@ -23,9 +24,14 @@ def _store(store_url: str, *, columns: bool) -> dict:
     return make_store(store_url, runs, n_examples=7, higher_is_better={"score": True, "loss": False})
 
 
-@pytest.fixture(params=[True, False], ids=["metric-columns", "metric-values-fallback"])
-def hand(request, store_url):
-    return _store(store_url, columns=request.param), db.session_factory(db.make_engine(store_url))
+@pytest.fixture(scope="module", params=[True, False], ids=["metric-columns", "metric-values-fallback"])
+def hand(request, new_store_url):
+    """One read-only store per (backend, metric columns or not), shared by the module's tests."""
+    url = new_store_url()
+    ids = _store(url, columns=request.param)
+    engine = db.make_engine(url)
+    yield ids, db.session_factory(engine)
+    engine.dispose()
 
 
 def test_newly_broken_and_fixed_between_two_versions(hand):

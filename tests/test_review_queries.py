@@ -1,5 +1,6 @@
 """Review-mode store queries and saving verdicts: latest verdicts, pass rates, decision log, queues,
-invalid verdicts, and two reviewers saving at once on SQLite."""
+invalid verdicts, and two reviewers saving at once, on SQLite and on PostgreSQL; a write lock held past the
+timeout, on SQLite."""
 from __future__ import annotations
 
 import contextlib
@@ -17,14 +18,24 @@ from dashboard import _review as review
 from tests.review_data import RunSpec, make_store
 
 
-@pytest.fixture()
-def hand(store_url):
-    ids = make_store(store_url, [RunSpec("r1", metrics={"q": [0.1 * i for i in range(8)]}),
-                                 RunSpec("r2", metrics={"q": [1.0] * 8})],
+def _hand(url):
+    ids = make_store(url, [RunSpec("r1", metrics={"q": [0.1 * i for i in range(8)]}),
+                           RunSpec("r2", metrics={"q": [1.0] * 8})],
                      n_examples=8, categories=["a", "b"] * 4)
-    engine = db.make_engine(store_url)
+    engine = db.make_engine(url)
     yield ids, db.session_factory(engine)
     engine.dispose()
+
+
+@pytest.fixture()
+def hand(any_store_url):
+    """The hand-made store on SQLite and on PostgreSQL."""
+    yield from _hand(any_store_url)
+
+
+@pytest.fixture()
+def sqlite_hand(store_url):
+    yield from _hand(store_url)
 
 
 def _annotate(Session, run_id, example_id, reviewer, verdict, comment=""):
@@ -118,14 +129,14 @@ def test_invalid_verdicts_are_refused_with_a_reason_and_nothing_stored(hand, rev
         assert db.latest_verdicts(session=s, run_id=r1) == []
 
 
-def test_two_reviewers_saving_at_once_both_land(store_url, hand):
+def test_two_reviewers_saving_at_once_both_land(any_store_url, hand):
     ids, _ = hand
     r1, ex = ids["runs"]["r1"], ids["example_ids"]
     barrier = threading.Barrier(2)
     results: dict[str, object] = {}
 
     def reviewer(name: str, hold_s: float) -> None:
-        engine = db.make_engine(store_url)  # as two dashboard processes would: separate engines
+        engine = db.make_engine(any_store_url)  # as two dashboard processes would: separate engines
         Session = db.session_factory(engine)
 
         @contextlib.contextmanager
@@ -152,8 +163,8 @@ def test_two_reviewers_saving_at_once_both_land(store_url, hand):
             ("alice", "alice was here"), ("bob", "bob was here")]
 
 
-def test_a_lock_held_past_the_timeout_is_a_message_and_the_retry_saves(store_url, hand):
-    ids, Session = hand
+def test_a_lock_held_past_the_timeout_is_a_message_and_the_retry_saves(store_url, sqlite_hand):
+    ids, Session = sqlite_hand
     r1, ex = ids["runs"]["r1"], ids["example_ids"]
     engine = db.make_engine(store_url)
 

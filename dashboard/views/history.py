@@ -127,13 +127,15 @@ def _example_section(url: str, dataset_id: int, key: Optional[str], metric: str,
         st.warning(f"Flaky: this example flipped between pass and fail {flips} times over {scored} versions.",
                    icon=":material/warning:")
     if metric in frame.columns:
-        chart_data = frame.dropna(subset=[metric])
+        # The metric's column under a fixed name: Altair reads ":" in a field as its type (lm_eval:acc).
+        chart_data = frame.dropna(subset=[metric])[["date", "family", "run", "result", metric]].rename(
+            columns={metric: "value"})
         if not chart_data.empty:
             rule = alt.Chart(pd.DataFrame({"thr": [thr]})).mark_rule(strokeDash=[4, 3], color="gray").encode(y="thr:Q")
             line = alt.Chart(chart_data).mark_line(point=True).encode(
-                x=alt.X("date:T", title="run date"), y=alt.Y(f"{metric}:Q", title=metric),
+                x=alt.X("date:T", title="run date"), y=alt.Y("value:Q", title=metric),
                 color=alt.Color("family:N", title="model family"),
-                tooltip=["run:N", "date:T", alt.Tooltip(f"{metric}:Q", format=".4g"), "result:N"])
+                tooltip=["run:N", "date:T", alt.Tooltip("value:Q", title=metric, format=".4g"), "result:N"])
             st.altair_chart(alt.layer(line, rule).properties(height=260), width="stretch")
     frame["open"] = [review.relative_link(review.BROWSER_PATH, {"run": r, "ex": ex["id"]}) for r in frame["run_id"]]
     st.dataframe(frame, hide_index=True, width="stretch", key="history_table",

@@ -7,7 +7,8 @@ No torch here; ``datasets``/``pyarrow`` are imported only for the sources that n
 """
 from evaluator.data._errors import DataError
 from evaluator.data._formats import FIELD_ROLES, FORMATS
+from evaluator.data._keys import KeyAllocator, example_key
 from evaluator.data._load import LoadResult, load_examples
 from evaluator.data._turns import TURNS
 
-__all__ = ["load_examples", "LoadResult", "DataError", "FORMATS", "TURNS", "FIELD_ROLES"]
+__all__ = ["load_examples", "LoadResult", "DataError", "FORMATS", "TURNS", "FIELD_ROLES", "example_key", "KeyAllocator"]
