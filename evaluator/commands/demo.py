@@ -1,6 +1,6 @@
 """``python -m evaluator demo``: build tiny models, evaluate three fine-tuned versions, open the dashboard.
 
-Everything runs offline on a CPU in a few minutes (docs/sections/demo.md): the models are trained
+Everything runs offline on a CPU in a few minutes (the README, "The built-in demo"): the models are trained
 on the demo dataset (evaluator/demo) and cached; each version is then evaluated by the same runner
 as ``python -m evaluator run``, with the base model as baseline, into the store the dashboard reads.
 """

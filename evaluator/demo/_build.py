@@ -13,7 +13,7 @@ Everything is seeded and trained with a plain torch loop on the CPU, so a build 
 minute and gives the same weights on the same machine. One thread: at these matrix sizes a second
 one gains little, and on a busy 2-core machine two OpenMP threads made each step 3-6x slower.
 Unsloth's trainer is not used even where it is installed: for a model of half a million parameters
-it saves nothing, and the weights would then depend on the machine (docs/sections/demo.md).
+it saves nothing, and the weights would then depend on the machine (the README, "The built-in demo").
 
 Layout of the cache: ``<cache>/<key>/demo-base`` (model + tokenizer), ``<cache>/<key>/demo-v1..v3``
 (adapters, each with the tokenizer), ``<cache>/<key>/build.json`` (written last). The key is the
