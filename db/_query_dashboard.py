@@ -15,16 +15,10 @@ from sqlalchemy.orm import Session, aliased
 
 from db._columns import paired_metric
 from db._models import Annotation, Dataset, ExampleRow, Metric, MetricValue, Result, Run
-from db._query import run_metric_names
+from db._query import _metric_id_map, run_metric_names
 
 # Orders of compare_examples: the difference is value A - value B.
 COMPARE_ORDERS = ("diff_desc", "diff_asc", "abs_desc", "row")
-
-
-def _metric_id_map(session: Session, names: list[str]) -> dict[str, int]:
-    if not names:
-        return {}
-    return dict(session.execute(select(Metric.name, Metric.id).where(Metric.name.in_(list(names)))).all())
 
 
 def run_index(*, session: Session) -> list[dict[str, Any]]:
