@@ -1,7 +1,8 @@
 # The two commands of the README:
 #   make demo   set up, build the demo models, evaluate them, open the dashboard
 #   make test   set up (incl. Chromium, PostgreSQL, Unsloth venv) and run every test
-.PHONY: setup demo test dashboard bench
+# Tests never write tracked files; 'make screenshots' refreshes the README's docs/screenshots/.
+.PHONY: setup demo test dashboard bench screenshots
 
 setup:
 	bash scripts/setup.sh
@@ -22,3 +23,9 @@ bench: setup
 	.venv/bin/python benchmarks/bench_generate.py
 	.venv/bin/python benchmarks/bench_parallel.py
 	.venv/bin/python benchmarks/bench_dashboard.py
+
+screenshots:
+	bash scripts/setup.sh --tests
+	HF_HUB_OFFLINE=1 ARTIFACTS_DIR=$(CURDIR)/artifacts .venv/bin/python -m pytest -q -p no:cacheprovider \
+		tests/test_demo_e2e.py -k chromium
+	cp artifacts/demo/*.png docs/screenshots/
