@@ -13,6 +13,7 @@ from db._engine import (
     session_factory,
     upgrade,
 )
+from db._lease import LEASE_ENV, acquire_run, lease_seconds, release_run, renew_runs, status_text, writer_gone
 from db._models import (
     Aggregate,
     Annotation,
@@ -28,7 +29,15 @@ from db._models import (
     Run,
     SavedView,
 )
-from db._values import FAILURE_KINDS, VERDICTS, FailureKind, pack_logprobs, prompt_text, unpack_logprobs
+from db._values import (
+    FAILURE_KINDS,
+    VERDICTS,
+    FailureKind,
+    pack_logprobs,
+    prompt_text,
+    spreadsheet_safe,
+    unpack_logprobs,
+)
 from db._write import (
     AnnotationError,
     add_annotation,

@@ -6,10 +6,12 @@ written by a newer version) becomes a ``StoreError`` whose message is one line s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from pathlib import Path
 from typing import Optional
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
@@ -23,6 +25,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_MMAP_BYTES = 1 << 30  # address space only; pages are shared with the OS cache
 SQLITE_CACHE_KIB = 64 * 1024
 PG_MIGRATION_LOCK = 0x65766C5F73746F72  # advisory lock key ("evl_stor") held while migrating a PostgreSQL store
+SUPPORTED = "sqlite:///PATH (a file; a bare path works too) or postgresql+psycopg://USER@HOST:PORT/DB"
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(RuntimeError):
@@ -55,13 +60,44 @@ def _sqlite_path(url: str) -> Optional[Path]:
     return Path(db)
 
 
+def _backend_of(url: str) -> str:
+    """The URL's database ("sqlite", "postgresql"); anything else is a one-line ``StoreError``."""
+    try:
+        name = make_url(url).get_backend_name()
+    except ArgumentError:
+        raise StoreError(f"cannot read store URL {url!r}: use {SUPPORTED}") from None
+    if name not in ("sqlite", "postgresql"):
+        shown = make_url(url).render_as_string(hide_password=True)
+        raise StoreError(f"store URL {shown!r}: {name} is not supported; use {SUPPORTED}")
+    return name
+
+
+def _readonly_reason(path: Path) -> Optional[str]:
+    """Why this process cannot write the SQLite file (None when it can)."""
+    if not os.access(path, os.W_OK):
+        return "the file is not writable"
+    if not os.access(path.parent, os.W_OK):  # SQLite writes its journal (-wal, -shm) beside the file
+        return f"its directory {path.parent} is not writable"
+    return None
+
+
+def _readonly_sqlite_url(path: Path, dir_writable: bool) -> str:
+    """A URI that opens the file read-only. Where the directory is not writable either (a read-only
+    mount, an archive), ``immutable=1``: SQLite then takes no locks and needs no -shm file."""
+    flags = "mode=ro" if dir_writable else "mode=ro&immutable=1"
+    return f"sqlite:///file:{quote(str(path.resolve()))}?{flags}&uri=true"
+
+
 def make_engine(url: Optional[str] = None, *, readonly: bool = False, must_exist: bool = False) -> Engine:
     """Create an engine for ``url``. SQLite gets WAL, a busy timeout and foreign keys.
 
-    ``readonly`` makes every connection refuse writes (the dashboard's main connection).
-    ``must_exist`` raises ``StoreError`` instead of creating a new SQLite file.
+    ``readonly`` makes every connection refuse writes (the dashboard's main connection); a SQLite file
+    this process cannot write (a read-only mount, an archived store) is then opened read-only, and a
+    writer gets a ``StoreError`` saying so. ``must_exist`` raises ``StoreError`` instead of creating a
+    new SQLite file. A URL of another database than SQLite or PostgreSQL is a ``StoreError`` too.
     """
     url = resolve_url(url)
+    _backend_of(url)
     path = _sqlite_path(url)
     if path is not None and must_exist and not path.exists():
         raise StoreError(
@@ -70,6 +106,16 @@ def make_engine(url: Optional[str] = None, *, readonly: bool = False, must_exist
         )
     if path is not None and not path.parent.exists():
         raise StoreError(f"directory {path.parent} does not exist: create it or choose another --db path")
+    sqlite_readonly_file = False
+    if path is not None and path.exists():
+        why = _readonly_reason(path)
+        if why is not None:
+            if not readonly:
+                raise StoreError(f"the store {path} is read-only here ({why}): 'runs', 'export' and the dashboard "
+                                 "can read it; to write to it, copy it somewhere writable or fix its permissions")
+            log.warning("store %s is read-only here (%s): opened read-only", path, why)
+            url = _readonly_sqlite_url(path, dir_writable=os.access(path.parent, os.W_OK))
+            sqlite_readonly_file = True
     try:
         options = {}
         if readonly and make_url(url).get_backend_name() == "postgresql":
@@ -94,7 +140,8 @@ def make_engine(url: Optional[str] = None, *, readonly: bool = False, must_exist
             cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             if not readonly:
                 cur.execute("PRAGMA journal_mode = WAL")
-            cur.execute("PRAGMA synchronous = NORMAL")
+            if not sqlite_readonly_file:
+                cur.execute("PRAGMA synchronous = NORMAL")
             # Memory-map the file and keep a larger page cache: index probes of a page of results
             # then cost a memory read instead of a read() call each.
             cur.execute(f"PRAGMA mmap_size = {SQLITE_MMAP_BYTES}")
@@ -194,6 +241,18 @@ def upgrade(engine: Engine) -> None:
     from alembic import command
 
     cfg = _alembic_config(engine)
+    try:
+        _migrate(engine, cfg, command)
+    except (OperationalError, DatabaseError) as exc:
+        first = (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
+        raise StoreError(
+            f"migrating the store from schema {rev} to {head_revision()} failed ({first}): its recorded version "
+            "does not match its tables (stamped by hand, or restored from another copy?). Nothing was changed; "
+            "restore a backup, or if the tables are already current run 'alembic stamp head'") from None
+
+
+def _migrate(engine: Engine, cfg, command) -> None:
+    """``alembic upgrade head`` in one transaction (rolled back whole on any error)."""
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             # Two evaluators starting on an empty database would both create the tables (one fails on

@@ -104,7 +104,7 @@ class Run(Base):
     repro: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # git sha, versions, hashes, seed
     # A baseline run points at the candidate it was evaluated for; the candidate has NULL here.
     baseline_for_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
-    status: Mapped[str] = mapped_column(String(20), default="running")  # running | finished | failed
+    status: Mapped[str] = mapped_column(String(20), default="running")  # running | finished | failed | interrupted
     error: Mapped[Optional[str]] = mapped_column(Text)
     n_rows: Mapped[int] = mapped_column(Integer, default=0)  # rows read from the dataset
     n_examples: Mapped[int] = mapped_column(Integer, default=0)  # examples to evaluate
@@ -112,6 +112,11 @@ class Run(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
+    # The lease of the process writing the run ("host:pid:token"), renewed every few seconds while it
+    # runs: a second writer is refused while the heartbeat is fresh, and a "running" run whose heartbeat
+    # went stale lost its writer without a word (kill -9, power loss) and is shown as interrupted.
+    writer: Mapped[Optional[str]] = mapped_column(String(200))
+    heartbeat_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
 
     dataset: Mapped[Dataset] = relationship(lazy="raise")
 

@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Sequence
 
-from sqlalchemy import Text, and_, case, cast, exists, func, not_, or_, select
+from sqlalchemy import Text, and_, case, cast, exists, false, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from db._models import Annotation, Dataset, ExampleRow, Metric, MetricValue, Result, Run
@@ -79,6 +79,18 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
+def contains_text(text: str, *columns):
+    """Case-insensitive "contains ``text``" over any of ``columns``, with ``%`` and ``_`` taken literally.
+
+    A NUL character matches nothing: no stored text can hold one on PostgreSQL (it refuses them), and
+    SQLite's LIKE stops reading a pattern at a NUL, so "%<NUL>%" would otherwise match every row.
+    """
+    if "\x00" in text:
+        return false()
+    pat = _like_pattern(text.lower())
+    return or_(*[func.lower(func.coalesce(c, "")).like(pat, escape="\\") for c in columns])
+
+
 def _needs_rows(q: ResultQuery) -> bool:
     """Whether a filter needs columns of results/examples (not only metric_values)."""
     return bool(q.text or q.category or q.tag or q.failure or q.verdict or q.example_ids is not None)
@@ -112,16 +124,12 @@ def _apply_filters(stmt, q: ResultQuery, mids: dict[str, int], anchor, *, rows_j
     if q.text or q.category or q.tag:
         stmt = stmt.join(E, E.c.id == R.c.example_id)
     if q.text:
-        pat = _like_pattern(q.text.lower())
-        stmt = stmt.where(or_(
-            func.lower(E.c.prompt_text).like(pat, escape="\\"),
-            func.lower(R.c.output).like(pat, escape="\\"),
-            func.lower(func.coalesce(E.c.reference, "")).like(pat, escape="\\"),
-        ))
+        stmt = stmt.where(contains_text(q.text, E.c.prompt_text, R.c.output, E.c.reference))
     if q.category:
         stmt = stmt.where(E.c.category == q.category)
     if q.tag:
-        stmt = stmt.where(cast(E.c.tags, Text).like(_like_pattern(f'"{q.tag}"'), escape="\\"))
+        stmt = stmt.where(false() if "\x00" in q.tag else
+                          cast(E.c.tags, Text).like(_like_pattern(f'"{q.tag}"'), escape="\\"))
     if q.failure:
         if q.failure == "any":
             stmt = stmt.where(R.c.failures != 0)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from db._columns import metric_column
 from db._models import Dataset, ExampleRow, Run
-from db._query import _like_pattern
+from db._query import _like_pattern, contains_text
 
 
 def _passes(value_col, threshold: float, higher_is_better: bool):
@@ -75,8 +75,9 @@ def find_examples(*, session: Session, dataset_id: int, text: str = "", limit: i
                   func.substr(ExampleRow.prompt_text, 1, 200).label("prompt")).where(ExampleRow.dataset_id == dataset_id)
     text = (text or "").strip()
     if text:
-        stmt = stmt.where(or_(ExampleRow.key.like(_like_pattern(text)[1:], escape="\\"),
-                              func.lower(ExampleRow.prompt_text).like(_like_pattern(text.lower()), escape="\\")))
+        stmt = stmt.where(contains_text(text, ExampleRow.prompt_text) if "\x00" in text else
+                          or_(ExampleRow.key.like(_like_pattern(text)[1:], escape="\\"),
+                              contains_text(text, ExampleRow.prompt_text)))
     return [dict(r._mapping) for r in session.execute(stmt.order_by(ExampleRow.row_index).limit(limit)).all()]
 
 

@@ -11,16 +11,22 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from db._engine import StoreError
+from db._lease import status_text
+from db._query import contains_text
 from db._models import Aggregate, Comparison, Dataset, ExampleRow, RejectedRow, Result, Run
 from db._values import FailureKind, unpack_logprobs
 
 RUN_COLUMNS = ("id", "name", "family", "model", "model_revision", "adapter", "backend", "dataset_id", "generation",
                "config", "repro", "baseline_for_id", "status", "error", "n_rows", "n_examples", "n_rejected",
-               "created_at", "updated_at", "finished_at")
+               "created_at", "updated_at", "finished_at", "writer", "heartbeat_at")
 
 
 def _run_dict(run: Run) -> dict[str, Any]:
-    return {c: getattr(run, c) for c in RUN_COLUMNS}
+    """The run's columns, and ``status_text``: the status as shown to a person (a "running" run
+    whose writer stopped its heartbeat reads "interrupted (no writer since ...)")."""
+    d = {c: getattr(run, c) for c in RUN_COLUMNS}
+    d["status_text"] = status_text(d)
+    return d
 
 
 def list_runs(*, session: Session, model: Optional[str] = None, dataset: Optional[str] = None,
@@ -32,19 +38,21 @@ def list_runs(*, session: Session, model: Optional[str] = None, dataset: Optiona
     ``aggregates``: {metric: {"mean": (value, ci_low, ci_high, n), "corpus": (...)}} over all examples.
     """
     stmt = select(Run, Dataset.name, Dataset.split).join(Dataset, Dataset.id == Run.dataset_id)
-    if model:
-        pat = f"%{model.lower()}%"
-        stmt = stmt.where(or_(func.lower(Run.model).like(pat), func.lower(Run.name).like(pat),
-                              func.lower(func.coalesce(Run.adapter, "")).like(pat)))
+    if model:  # "_" and "%" are literal characters here, not wildcards
+        stmt = stmt.where(contains_text(model, Run.model, Run.name, Run.adapter))
     if dataset:
-        stmt = stmt.where(func.lower(Dataset.name).like(f"%{dataset.lower()}%"))
+        stmt = stmt.where(contains_text(dataset, Dataset.name))
     if since:
         stmt = stmt.where(Run.created_at >= since)
     if until:
         stmt = stmt.where(Run.created_at <= until)
-    if status:
+    if status == "interrupted":  # stopped by a signal, or its writer vanished (stale lease)
+        stmt = stmt.where(Run.status.in_(["interrupted", "running"]))
+    elif status:
         stmt = stmt.where(Run.status == status)
     rows = session.execute(stmt.order_by(Run.created_at.desc(), Run.id.desc())).all()
+    if status in ("interrupted", "running"):
+        rows = [r for r in rows if (status_text(_run_dict(r[0])) == "running") == (status == "running")]
     ids = [r[0].id for r in rows]
     if not ids:
         return []

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 from array import array
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 
 class FailureKind(enum.IntFlag):
@@ -62,3 +62,18 @@ def unpack_logprobs(blob: Optional[bytes]) -> list[float]:
 def prompt_text(messages: Sequence[dict]) -> str:
     """Plain text of a conversation, one "role: content" block per message (for search and display)."""
     return "\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in messages)
+
+
+# ---------------------------------------------------------------- spreadsheets
+
+# A cell starting with one of these is run as a formula by Excel, LibreOffice and Google Sheets
+# (OWASP "CSV injection"); tab and carriage return start one after the delimiter in some of them.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text: a string that would start a formula gets a leading
+    apostrophe. Numbers pass unchanged (a negative metric value is a number, not a formula)."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value

@@ -26,7 +26,7 @@ from db._models import (
 )
 from db._values import VERDICTS, pack_logprobs, prompt_text
 
-RUN_STATUSES = ("running", "finished", "failed")
+RUN_STATUSES = ("running", "finished", "failed", "interrupted")
 _EXAMPLE_CHUNK = 500  # keys per IN (...) lookup; stays under every driver's parameter limit
 _PG_EXAMPLES_LOCK = 0x6576  # advisory lock space of "adding examples to dataset N" on PostgreSQL
 
@@ -123,7 +123,7 @@ def create_run(*, session: Session, name: str, model: str, backend: str, dataset
 def update_run(*, session: Session, run_id: int, **fields: Any) -> None:
     if "status" in fields and fields["status"] not in RUN_STATUSES:
         raise ValueError(f"status must be one of {RUN_STATUSES}")
-    if fields.get("status") in ("finished", "failed") and "finished_at" not in fields:
+    if fields.get("status") in ("finished", "failed", "interrupted") and "finished_at" not in fields:
         fields["finished_at"] = utcnow()
     fields["updated_at"] = utcnow()
     session.execute(update(Run).where(Run.id == run_id).values(**fields))
