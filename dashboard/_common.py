@@ -179,7 +179,7 @@ def load_runs(url: str) -> dict[str, pd.DataFrame]:
             human_pass=h.get("pass_rate"), reviewed=h.get("reviewed", 0),
             id=r["id"], name=r["name"], family=family_of(r["name"], r["family"]), model=r["model"],
             adapter=r["adapter"], dataset_id=r["dataset_id"], dataset=r["dataset"], split=r["split"],
-            created_at=r["created_at"], status=r["status"], evaluated=r["n_results"], rejected=r["n_rejected"],
+            created_at=r["created_at"], status=r["status_text"], evaluated=r["n_results"], rejected=r["n_rejected"],
             failed=r["n_failed"], n_examples=r["n_examples"], baseline_for_id=r["baseline_for_id"],
             error=r["error"]))
         for metric, kinds in r["aggregates"].items():
@@ -189,6 +189,13 @@ def load_runs(url: str) -> dict[str, pd.DataFrame]:
                 "evaluated", "rejected", "failed", "n_examples", "baseline_for_id", "error", "human_pass", "reviewed"]
     agg_cols = ["run_id", "metric", "kind", "value", "ci_low", "ci_high", "n"]
     return {"runs": pd.DataFrame(rows, columns=run_cols), "aggregates": pd.DataFrame(aggs, columns=agg_cols)}
+
+
+@_cache
+def load_rejected(url: str, run_id: int) -> pd.DataFrame:
+    """The dataset rows run ``run_id`` rejected: row, reason (with the file's line), the row as written."""
+    rows = _query(url, db.rejected_rows, run_id=int(run_id))
+    return pd.DataFrame(rows, columns=["row_index", "reason", "raw"])
 
 
 @_cache
@@ -306,6 +313,11 @@ def verdict_text(counts: dict[str, int]) -> str:
     return ", ".join(v if n == 1 else f"{v} ×{n}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def _csv_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """``results_frame`` for a CSV file: text a spreadsheet would run as a formula becomes inert."""
+    return results_frame(rows).map(db.spreadsheet_safe)
+
+
 def export_csv(url: str, query: db.ResultQuery) -> Callable[[], bytes]:
     """A callable for ``st.download_button(data=...)``: runs only on click, reads ``chunk`` rows at a time."""
     def build() -> bytes:
@@ -316,10 +328,10 @@ def export_csv(url: str, query: db.ResultQuery) -> Callable[[], bytes]:
             for row in db.iter_results(session=session, query=query, chunk=1000):
                 chunk.append(row)
                 if len(chunk) == 1000:
-                    parts.append(results_frame(chunk).to_csv(index=False, header=header))
+                    parts.append(_csv_frame(chunk).to_csv(index=False, header=header))
                     chunk, header = [], False
             if chunk or header:
-                parts.append(results_frame(chunk).to_csv(index=False, header=header))
+                parts.append(_csv_frame(chunk).to_csv(index=False, header=header))
         return "".join(parts).encode("utf-8")
     return build
 

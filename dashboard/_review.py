@@ -198,23 +198,13 @@ def _export_rows(log: Iterable[Mapping[str, Any]], base: str) -> list[dict[str, 
     return out
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_cell(value: Any) -> Any:
-    """Text that a spreadsheet would run as a formula gets a leading apostrophe (CSV injection)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
 def decision_log_csv(log: Iterable[Mapping[str, Any]], base: Optional[str] = None) -> bytes:
     """The decision log as UTF-8 CSV (with BOM, so spreadsheets read accents), one row per verdict given."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(EXPORT_COLUMNS), lineterminator="\n")
     writer.writeheader()
     for row in _export_rows(log, base_url(base)):
-        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+        writer.writerow({k: db.spreadsheet_safe(v) for k, v in row.items()})
     return ("\ufeff" + buf.getvalue()).encode("utf-8")
 
 

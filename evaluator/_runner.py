@@ -7,11 +7,19 @@ Order of work (each step commits before the next starts)::
     ─▶ score ─▶ insert results + metric values (one transaction) ─▶ finalize_run (aggregates)
     ─▶ status "finished" ─▶ each baseline as its own run on the same examples ─▶ compare_runs
 
+Before anything is written, every model (candidate and baselines) is checked (``models/_validate.py``):
+a typo in a ``--baseline`` fails in a second, not after the candidate's hours of generation, and a
+model that cannot load leaves no run behind.
+
 Crash safety: a batch lands whole or not at all, so a run killed at any moment holds a prefix of
-complete batches. ``--resume RUN`` reloads the run's stored config, skips the examples that already
-have a result and evaluates the rest; greedy outputs do not depend on the batch composition, so the
-finished run equals an uninterrupted one. Any exception marks the run "failed" with its error text
-and is re-raised as a ``RunError`` saying how to resume.
+complete batches. SIGINT and SIGTERM stop at the next Python step: what is committed stays, the run is
+marked "interrupted" and the message names the ``--resume`` that finishes it. A writer killed without
+a word (kill -9, power loss) stops renewing its lease (``_lease.py``), and the run then reads
+"interrupted (no writer since ...)". ``--resume RUN`` takes the run's lease (refused while another
+live evaluator holds it), reloads the stored config, skips the examples that already have a result
+and evaluates the rest; outputs do not depend on the batch composition, so the finished run equals an
+uninterrupted one. Any other exception marks the run "failed" with its error text and is re-raised as
+a ``RunError`` saying how to resume.
 
 Data parallel (``torchrun --nproc_per_node N -m evaluator run ...``): rank 0 writes the dataset, example
 and run rows and decides which examples are pending (sorted ids of those without a result); every
@@ -29,6 +37,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
+import db
+from evaluator._lease import Interrupted, WriterLease, signal_name, stop_signals
 from evaluator.config import OPERATIONAL_KEYS, ConfigError, RunConfig, build_config
 from evaluator.types import Example, Generation, Sample
 
@@ -39,6 +49,28 @@ BackendLoader = Callable[..., Any]  # (model, adapter, *, backend, resolved, **o
 
 class RunError(RuntimeError):
     """A run stopped; the message says what happened and how to resume."""
+
+
+class RunInterrupted(RunError):
+    """SIGINT or SIGTERM stopped a run; committed batches are kept and the run is marked interrupted."""
+
+    def __init__(self, message: str, signal_name: str = "SIGINT"):
+        super().__init__(message)
+        self.signal_name = signal_name
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal's number, as a shell reports a process stopped by it."""
+        return 143 if self.signal_name == "SIGTERM" else 130
+
+
+def _no_examples_error(dataset: str, rejected: list) -> ConfigError:
+    """Every row was rejected: say why, with the first reasons (their row and line numbers)."""
+    first = "; ".join(r.reason for r in rejected[:3])
+    more = f"; and {len(rejected) - 3} more" if len(rejected) > 3 else ""
+    if not rejected:
+        return ConfigError(f"{dataset}: no examples to evaluate (the dataset has no rows)")
+    return ConfigError(f"{dataset}: no examples to evaluate, all {len(rejected)} rows rejected: {first}{more}")
 
 
 @dataclass
@@ -87,23 +119,32 @@ def resume_config(ref: str, *, db_url: Optional[str], file: Optional[str] = None
                   overrides: Optional[Mapping[str, Any]] = None) -> RunConfig:
     """The stored config of run ``ref`` (id or name); other given keys must agree with it, except the
     operational ones (db, batch size, device) that do not change outputs."""
-    import db
-
     engine = db.open_store(db_url)
     try:
         with db.session_factory(engine)() as session:
             run_id = db.find_run(session=session, ref=ref)
             stored = db.get_run(session=session, run_id=run_id)
+            if stored["baseline_for_id"] is not None:
+                raise ConfigError(f"run {run_id} is a baseline of run {stored['baseline_for_id']}: resume the "
+                                  f"candidate (--resume {stored['baseline_for_id']}), which resumes its baselines")
+            started = {(db.get_run(session=session, run_id=b)["config"] or {}).get("model")
+                       for b in db.baselines_of(session=session, run_id=run_id)}
     finally:
         engine.dispose()
-    if stored["baseline_for_id"] is not None:
-        raise ConfigError(f"run {run_id} is a baseline of run {stored['baseline_for_id']}: "
-                          f"resume the candidate (--resume {stored['baseline_for_id']}), which resumes its baselines")
     saved = dict(stored["config"] or {})
     base = build_config(overrides=saved)
     cfg = build_config(file, overrides, base=saved)
     changed = [k for k in RunConfig.model_fields
                if k not in OPERATIONAL_KEYS and getattr(cfg, k) != getattr(base, k)]
+    if "baselines" in changed and "baselines" in (overrides or {}):
+        # A baseline that never started (say, a bad path found after the candidate ran) may be replaced;
+        # one with a run in the store keeps its place, so that every stored comparison stays explained.
+        dropped = [b for b in base.baselines if b not in cfg.baselines]
+        kept_started = [b for b in dropped if b in started]
+        if kept_started:
+            raise ConfigError(f"--resume {ref}: baseline {kept_started[0]} already has a run in the store; "
+                              "it cannot be dropped (resume with it, or start a new run)")
+        changed.remove("baselines")
     if changed:
         raise ConfigError(f"--resume {ref}: {', '.join(changed)} differ from the stored run; resume with the "
                           f"same settings (only {', '.join(sorted(OPERATIONAL_KEYS - {'resume'}))} may change) "
@@ -164,7 +205,6 @@ class _Evaluation:
         return out
 
     def commit_batch(self, exs: list[Example], ids: list[int], gens: list[Generation]) -> None:
-        import db
         from db import FailureKind
         from evaluator.scoring import failure_mask, reference_nll, score_samples
 
@@ -221,34 +261,51 @@ def _backend_options(config: RunConfig, device: str) -> dict[str, Any]:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message the user acts on as it is (no RunError wrapping)."""
-    import db
     from evaluator.models import BackendError, ChatTemplateError
 
-    return (KeyboardInterrupt, db.StoreError, ConfigError, BackendError, ChatTemplateError)
+    return (db.StoreError, ConfigError, BackendError, ChatTemplateError)
 
 
 def _error_text(exc: BaseException) -> str:
-    return "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, KeyboardInterrupt):
+        return f"interrupted by {signal_name(exc)}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _set_status(sf, run_id: int, status: str, text: Optional[str]) -> None:
+    try:
+        with sf.begin() as session:
+            db.update_run(session=session, run_id=run_id, status=status, error=text[:4000] if text else None)
+    except Exception:  # the store itself may be what failed
+        log.exception("could not mark run %d %s", run_id, status)
 
 
 def _mark_failed(sf, run_id: int, text: str) -> None:
-    import db
+    _set_status(sf, run_id, "failed", text)
 
-    try:
-        with sf.begin() as session:
-            db.update_run(session=session, run_id=run_id, status="failed", error=text[:4000])
-    except Exception:  # the store itself may be what failed
-        log.exception("could not mark run %d failed", run_id)
+
+def _check_resumable(session, *, run_id: int, data) -> None:
+    """A resume must see the dataset the run started on; checked before anything is written."""
+    stored = db.get_run(session=session, run_id=run_id)
+    if (stored["dataset"], stored["split"]) != (data.name, data.split):
+        raise ConfigError(f"run {run_id} was evaluated on another dataset ({stored['dataset']} "
+                          f"{stored['split']}); start a new run")
+    old_hash = (stored["repro"] or {}).get("dataset_sha256")
+    if old_hash and old_hash != data.content_hash:
+        raise ConfigError(f"the dataset changed since run {run_id} started (content hash differs): "
+                          "start a new run instead of resuming")
 
 
 def _start_run(*, sf, config: RunConfig, ident, dataset_id: int, ids: list[int], data, backend_name: str,
-               baseline_for: Optional[int], existing_run: Optional[int], world_size: int) -> dict[str, Any]:
-    """Rank 0: create the run row (or reopen it for a resume); returns its id and the pending example
-    ids, sorted — the canonical order every rank shards."""
-    import db
+               baseline_for: Optional[int], existing_run: Optional[int], world_size: int,
+               lease: WriterLease) -> dict[str, Any]:
+    """Rank 0: create the run row (or reopen it for a resume) under this process's lease; returns its
+    id and the pending example ids, sorted — the canonical order every rank shards."""
     from evaluator import _repro
 
     name = config.name or ident.label
+    if existing_run is not None:
+        lease.take(existing_run)  # refuses while another live evaluator writes it
     with sf.begin() as session:
         if existing_run is None:
             repro = _repro.collect(seed=config.seed, dataset_hash=data.content_hash, base_model=ident.base,
@@ -259,26 +316,25 @@ def _start_run(*, sf, config: RunConfig, ident, dataset_id: int, ids: list[int],
                 family=config.family or (name if baseline_for is not None else None), adapter=ident.adapter,
                 baseline_for_id=baseline_for,
                 generation=config.generation_settings().as_dict(), config=config.stored(), repro=repro,
-                n_rows=data.n_rows, n_examples=len(ids), n_rejected=len(data.rejected),
+                n_rows=data.n_rows, n_examples=len(ids), n_rejected=len(data.rejected), **lease.fields(),
             )
             db.add_rejected(session=session, run_id=run_id,
                             rows=[dataclasses.asdict(r) for r in data.rejected])
             done: set[int] = set()
         else:
             run_id = existing_run
+            _check_resumable(session, run_id=run_id, data=data)
             stored = db.get_run(session=session, run_id=run_id)
-            if stored["dataset_id"] != dataset_id:
-                raise ConfigError(f"run {run_id} was evaluated on another dataset; start a new run")
-            old_hash = (stored["repro"] or {}).get("dataset_sha256")
-            if old_hash and old_hash != data.content_hash:
-                raise ConfigError(f"the dataset changed since run {run_id} started (content hash differs): "
-                                  "start a new run instead of resuming")
             done = db.done_example_ids(session=session, run_id=run_id)
             resumes = list((stored["repro"] or {}).get("resumes", [])) + [
                 {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "skipped": len(done), "world_size": world_size,
                  **_repro.git_state()}]
-            db.update_run(session=session, run_id=run_id, status="running", error=None,
+            # The stored config follows the resume (a baseline that never started may have been replaced).
+            db.update_run(session=session, run_id=run_id, status="running", error=None, finished_at=None,
+                          config={**(stored["config"] or {}), "baselines": list(config.baselines)},
                           repro={**(stored["repro"] or {}), "resumes": resumes})
+    if existing_run is None:
+        lease.adopt(run_id)
     return dict(run_id=run_id, name=name, skipped=len(done), pending=sorted(i for i in ids if i not in done))
 
 
@@ -287,7 +343,7 @@ def _run_shard(*, sf, config: RunConfig, ident, run_id: int, examples: list[Exam
     """Every rank: load the backend and evaluate its share. Never raises: the error (and the exception,
     under "exc", which stays on this rank) is in the report, so that every rank reaches the gather."""
     report: dict[str, Any] = dict(generated=0, output_tokens=0, failures={}, generate_s=0.0, info=None,
-                                  error=None, exc=None)
+                                  error=None, exc=None, interrupted=None)
     backend = ev = None
     try:
         if examples:
@@ -301,7 +357,8 @@ def _run_shard(*, sf, config: RunConfig, ident, run_id: int, examples: list[Exam
             report["generate_s"] = time.perf_counter() - t0
             report["info"] = backend.info()  # external backends add what they saw (matches, retries)
     except BaseException as exc:
-        report.update(error=_error_text(exc), exc=exc)
+        report.update(error=_error_text(exc), exc=exc,
+                      interrupted=signal_name(exc) if isinstance(exc, KeyboardInterrupt) else None)
     finally:
         if ev is not None:
             report.update(generated=ev.generated, output_tokens=ev.output_tokens, failures=dict(ev.failures))
@@ -315,8 +372,7 @@ def _run_shard(*, sf, config: RunConfig, ident, run_id: int, examples: list[Exam
 
 def _close_run(*, sf, run_id: int, reports: list[dict[str, Any]], fresh: bool) -> Optional[str]:
     """Rank 0, once every shard is in: record the backend, then aggregate and finish — or mark the run
-    failed with the ranks' errors (returned)."""
-    import db
+    interrupted (a stop signal) or failed, with the ranks' errors (returned)."""
     from evaluator.scoring import finalize_run
 
     infos = [r["info"] for r in reports if r.get("info")]
@@ -334,7 +390,8 @@ def _close_run(*, sf, run_id: int, reports: list[dict[str, Any]], fresh: bool) -
     errors = [(rank, r["error"]) for rank, r in enumerate(reports) if r.get("error")]
     if errors:
         text = errors[0][1] if len(reports) == 1 else "; ".join(f"rank {k}: {e}" for k, e in errors)
-        _mark_failed(sf, run_id, text)
+        interrupted = any(r.get("interrupted") for r in reports)
+        _set_status(sf, run_id, "interrupted" if interrupted else "failed", text)
         return text
     finalize_run(session_factory=sf, run_id=run_id)
     with sf.begin() as session:
@@ -342,10 +399,21 @@ def _close_run(*, sf, run_id: int, reports: list[dict[str, Any]], fresh: bool) -
     return None
 
 
+def _stored_progress(sf, run_id: int) -> tuple[int, dict[str, int]]:
+    """(results committed, failure-kind counts) of the whole run, resumed parts included."""
+    with sf() as session:
+        done = len(db.done_example_ids(session=session, run_id=run_id))
+        rows = db.failure_summary(session=session, run_ids=[run_id])
+    counts = rows[0]["counts"] if rows else {}
+    return done, {k: v for k, v in counts.items() if v}
+
+
 def _evaluate_model(*, ctx, sf, config: RunConfig, dataset_id: int, examples: list[Example], key_ids: dict[str, int],
-                    data, metrics, loader: BackendLoader, backend_name: str, progress: bool,
-                    baseline_for: Optional[int] = None, existing_run: Optional[int] = None) -> RunSummary:
-    """Create (or resume) one run and evaluate ``config.model`` on ``examples``, on every rank."""
+                    data, metrics, loader: BackendLoader, backend_name: str, progress: bool, lease: WriterLease,
+                    baseline_for: Optional[int] = None, existing_run: Optional[int] = None,
+                    keep_lease: bool = False) -> RunSummary:
+    """Create (or resume) one run and evaluate ``config.model`` on ``examples``, on every rank. The run's
+    lease is given back when it ends, unless ``keep_lease`` (a candidate whose baselines come next)."""
     from evaluator import _distributed
     from evaluator.models import describe_model
 
@@ -356,7 +424,7 @@ def _evaluate_model(*, ctx, sf, config: RunConfig, dataset_id: int, examples: li
     ids = [key_ids[e.key] for e in examples]
     plan = _distributed.on_main(ctx, lambda: _start_run(
         sf=sf, config=config, ident=ident, dataset_id=dataset_id, ids=ids, data=data, backend_name=backend_name,
-        baseline_for=baseline_for, existing_run=existing_run, world_size=ctx.world_size))
+        baseline_for=baseline_for, existing_run=existing_run, world_size=ctx.world_size, lease=lease))
     run_id, name = plan["run_id"], plan["name"]
     summary = RunSummary(run_id=run_id, name=name, model=config.model, status="running", n_rows=data.n_rows,
                          n_examples=len(examples), n_rejected=len(data.rejected), n_skipped=plan["skipped"],
@@ -379,19 +447,21 @@ def _evaluate_model(*, ctx, sf, config: RunConfig, dataset_id: int, examples: li
     reports = ctx.gather(report)
     close_exc: Optional[BaseException] = None
     outcome: Optional[str] = None
+    committed = 0
     if ctx.is_main:
         try:
             outcome = _close_run(sf=sf, run_id=run_id, reports=reports, fresh=existing_run is None)
         except BaseException as exc:
             close_exc, outcome = exc, _error_text(exc)
-            _mark_failed(sf, run_id, outcome)
+            _set_status(sf, run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", outcome)
+        finally:
+            if not keep_lease:
+                lease.release(run_id)
         summary.n_generated = sum(r["generated"] for r in reports)
         summary.output_tokens = sum(r["output_tokens"] for r in reports)
         summary.generate_s = max(r["generate_s"] for r in reports)
-        failures: Counter[str] = Counter()
-        for r in reports:
-            failures.update(r["failures"])
-        summary.failures = dict(failures)
+        # Failure counts of the whole run, the parts committed before a resume included.
+        committed, summary.failures = _stored_progress(sf, run_id)
     else:
         summary.n_generated, summary.output_tokens = report["generated"], report["output_tokens"]
         summary.generate_s, summary.failures = report["generate_s"], dict(report["failures"])
@@ -399,14 +469,19 @@ def _evaluate_model(*, ctx, sf, config: RunConfig, dataset_id: int, examples: li
     summary.elapsed_s = time.perf_counter() - started
     exc = own_exc or close_exc
     resume_id = baseline_for or run_id
+    resume = f"python -m evaluator run --resume {resume_id}"
+    if isinstance(exc, KeyboardInterrupt):
+        raise RunInterrupted(f"run {run_id} ('{name}') interrupted by {signal_name(exc)}: {committed} of "
+                             f"{len(examples)} examples are committed and kept; finish it with '{resume}'",
+                             signal_name(exc)) from exc
     if exc is not None:
         if isinstance(exc, _user_errors()):
             raise exc  # a message the user acts on as it is; the run row says "failed" with the same text
         raise RunError(f"run {run_id} ('{name}') failed: {_error_text(exc)}. Committed batches are kept: "
-                       f"resume with 'python -m evaluator run --resume {resume_id}'") from exc
+                       f"resume with '{resume}'") from exc
     if outcome is not None:
         raise RunError(f"run {run_id} ('{name}') failed: {outcome}. Committed batches are kept: "
-                       f"resume with 'python -m evaluator run --resume {resume_id}'")
+                       f"resume with '{resume}'")
     summary.status = "finished"
     return summary
 
@@ -416,23 +491,34 @@ def run_evaluation(config: RunConfig, *, loader: Optional[BackendLoader] = None,
 
     Under torchrun / ``accelerate launch`` (``WORLD_SIZE`` > 1) every process calls this; they share the
     work as described in ``evaluator/_distributed.py``, and rank 0's summary covers all of them.
+    SIGINT and SIGTERM raise ``RunInterrupted`` after marking the run interrupted (main thread only).
     """
     from evaluator import _distributed
 
     ctx = _distributed.from_env()
     try:
-        return _run(config, ctx=ctx, loader=loader, progress=progress and ctx.is_main)
+        with stop_signals():
+            return _run(config, ctx=ctx, loader=loader, progress=progress and ctx.is_main)
     finally:
         ctx.close()
 
 
+def _check_models(config: RunConfig) -> None:
+    """Every model of the run can be loaded (or reached), before anything is written or generated."""
+    from evaluator.models import check_models
+
+    specs = [(config.model, config.adapter, "--model")] + [(b, None, "--baseline") for b in config.baselines]
+    check_models(specs, device=config.device, options=dict(base_url=config.base_url, api_key_env=config.api_key_env))
+
+
 def _run(config: RunConfig, *, ctx, loader: Optional[BackendLoader], progress: bool) -> RunSummary:
-    import db
     from evaluator import _distributed
     from evaluator.data import load_examples
     from evaluator.models import external_kind, prepare_backend
     from evaluator.scoring import compare_runs, get_metrics
 
+    if loader is None:  # a custom loader (tests, the notebook API) brings its own models
+        _check_models(config)
     loader = loader or _default_loader
     needs_weights = any(external_kind(m) is None for m in [config.model, *config.baselines])
     # Unsloth must be imported before transformers: choose (and import) the backend first.
@@ -444,26 +530,33 @@ def _run(config: RunConfig, *, ctx, loader: Optional[BackendLoader], progress: b
     data = load_examples(config.dataset, split=config.split, format=config.format, turns=config.turns,
                          limit=config.limit, fields=config.fields)
     if not data.examples:
-        raise ConfigError(f"{config.dataset}: no examples to evaluate ({len(data.rejected)} rows rejected)")
+        raise _no_examples_error(config.dataset, data.rejected)
     engine = None
+    lease: Optional[WriterLease] = None
+    candidate: dict[str, Any] = {}
 
     def prepare() -> dict[str, Any]:
-        """Rank 0 (first, alone): migrate the store, write the dataset's rows, find what a resume continues."""
-        nonlocal engine
+        """Rank 0 (first, alone): migrate the store, take a resumed run's lease, write the dataset's
+        rows, find what a resume continues."""
+        nonlocal engine, lease
         engine = db.open_store(config.db)
         sf = db.session_factory(engine)
+        lease = WriterLease(sf)
+        existing, previous = None, {}
+        if config.resume:
+            with sf() as session:
+                existing = db.find_run(session=session, ref=config.resume)
+                _check_resumable(session, run_id=existing, data=data)  # before the dataset's rows are touched
+                for rid in db.baselines_of(session=session, run_id=existing):
+                    r = db.get_run(session=session, run_id=rid)
+                    previous.setdefault((r["config"] or {}).get("model") or r["model"], rid)
+            lease.take(existing)
+            candidate["id"] = existing
         with sf.begin() as session:
             dataset_id = db.get_or_create_dataset(session=session, name=data.name, split=data.split,
                                                   turns=config.turns, format=data.format)
             key_ids = db.upsert_examples(session=session, dataset_id=dataset_id,
                                          examples=[_example_dict(e) for e in data.examples])
-        existing, previous = None, {}
-        if config.resume:
-            with sf() as session:
-                existing = db.find_run(session=session, ref=config.resume)
-                for rid in db.baselines_of(session=session, run_id=existing):
-                    r = db.get_run(session=session, run_id=rid)
-                    previous.setdefault((r["config"] or {}).get("model") or r["model"], rid)
         return dict(dataset_id=dataset_id, key_ids=key_ids, existing=existing, previous=previous)
 
     try:
@@ -471,10 +564,14 @@ def _run(config: RunConfig, *, ctx, loader: Optional[BackendLoader], progress: b
         if engine is None:
             engine = db.open_store(config.db)  # the other ranks, once rank 0 has migrated it
         sf = db.session_factory(engine)
+        if lease is None:
+            lease = WriterLease(sf)  # other ranks: never takes a lease (rank 0 writes the run rows)
         common = dict(ctx=ctx, sf=sf, dataset_id=shared["dataset_id"], examples=data.examples,
                       key_ids=shared["key_ids"], data=data, metrics=metrics, loader=loader,
-                      backend_name=backend_name, progress=progress)
-        summary = _evaluate_model(config=config, existing_run=shared["existing"], **common)
+                      backend_name=backend_name, progress=progress, lease=lease)
+        summary = _evaluate_model(config=config, existing_run=shared["existing"], keep_lease=bool(config.baselines),
+                                  **common)
+        candidate["id"] = summary.run_id
         for model in config.baselines:
             # A baseline is its own model: it does not join the candidate's family in the trend views.
             bcfg = config.model_copy(update={"model": model, "adapter": None, "name": None, "baselines": [],
@@ -485,6 +582,14 @@ def _run(config: RunConfig, *, ctx, loader: Optional[BackendLoader], progress: b
                                                            run_b_id=b.run_id) and None)
             summary.baselines.append(b)
         return summary
+    except KeyboardInterrupt as exc:  # between runs (a comparison, a baseline's start): nothing is lost
+        rid = candidate.get("id")
+        where = f" run {rid}" if rid else ""
+        resume = f"; finish it with 'python -m evaluator run --resume {rid}'" if rid else ""
+        raise RunInterrupted(f"interrupted by {signal_name(exc)}:{where} committed results are kept{resume}",
+                             signal_name(exc)) from exc
     finally:
+        if lease is not None:
+            lease.close()
         if engine is not None:
             engine.dispose()

@@ -11,7 +11,7 @@ import logging
 import sys
 
 # Order is the order shown by --help.
-COMMANDS = ["run", "runs", "export", "score", "compare", "demo", "import_run"]
+COMMANDS = ["run", "runs", "rejected", "export", "score", "compare", "demo", "import_run"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,5 +53,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; committed batches are kept (resume with --resume RUN)", file=sys.stderr)
+        print("interrupted; what was committed is kept", file=sys.stderr)
         return 130

@@ -11,7 +11,8 @@ It misbehaves on purpose, chosen by a marker in the last user message:
 
 Every other prompt is answered at once with ``"echo: <prompt>"``, token log-probabilities and usage.
 ``requests[marker]`` counts requests per prompt; ``max_in_flight`` is the highest number of requests
-handled at the same time; ``required_key`` makes it answer 401 to any other bearer token.
+handled at the same time; ``required_key`` makes it answer 401 to any other bearer token. ``models``
+(None: no such route, 404) is what ``GET /v1/models`` lists.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class ChatStub:
         self.in_flight = 0
         self.max_in_flight = 0
         self.required_key: Optional[str] = None
+        self.models: Optional[list[str]] = None
         self.lock = threading.Lock()
         stub = self
 
@@ -41,6 +43,13 @@ class ChatStub:
 
             def log_message(self, *args) -> None:  # quiet
                 pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path != "/v1/models" or stub.models is None:
+                    return stub._send(self, 404, {"error": {"message": f"no route {self.path}"}})
+                if stub.required_key and self.headers.get("Authorization") != f"Bearer {stub.required_key}":
+                    return stub._send(self, 401, {"error": {"message": "invalid api key"}})
+                stub._send(self, 200, {"object": "list", "data": [{"id": m, "object": "model"} for m in stub.models]})
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")

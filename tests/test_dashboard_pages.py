@@ -75,6 +75,23 @@ def test_runs_page_warns_about_runs_being_written(open_app):
     assert table.loc["acme-chat-nightly", "status"] == "running" and table.loc["acme-chat-nightly", "evaluated"] == 30
 
 
+def test_the_rejected_count_links_to_the_list_of_rejected_rows(open_app, seeded):
+    v3 = seeded[1]["runs"]["acme-chat-v3"]
+    at = open_app()
+    at.selectbox(key="runs_open").set_value(v3).run()
+    links = {pl.proto.label: pl.proto for pl in at.get("page_link")}
+    assert "2 rejected dataset rows" in links
+    assert links["2 rejected dataset rows"].query_string == f"rejected={v3}"
+    at = open_app("views/runs.py", rejected=str(v3))
+    assert not at.exception
+    assert any(s.value.startswith("Rejected dataset rows of") for s in at.subheader)
+    rows = at.dataframe[1].value
+    assert list(rows["row_index"]) == [60, 61]
+    assert list(rows["reason"]) == ["no assistant turn to evaluate", "invalid JSON: Expecting value"]
+    assert rows["raw"].iloc[1] == "<script>{not json"  # the row as written, shown as text
+    assert at.query_params["rejected"] == str(v3)
+
+
 def test_model_filter_narrows_the_table_and_goes_into_the_link(open_app):
     at = open_app()
     at.text_input(key="runs_model").set_value("qwen").run()

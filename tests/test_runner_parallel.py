@@ -241,6 +241,7 @@ def test_a_failure_on_one_rank_fails_the_run_on_every_rank_and_keeps_its_batches
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]  # every rank returned (nobody hung)
     lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if line.startswith("rank "))
+    assert "rank 1" in lines, (proc.stdout, proc.stderr[-6000:])
     assert "failed: rank 1: RuntimeError: simulated crash on rank 1" in lines["rank 0"]  # names the rank
     assert "failed: RuntimeError: simulated crash on rank 1" in lines["rank 1"]
     engine = db.make_engine(url)

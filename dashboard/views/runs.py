@@ -2,7 +2,8 @@
 and the pair of runs to compare.
 
 Query parameters: model (substring of model/name/adapter), dataset (id), since, until (YYYY-MM-DD),
-show (metric columns, repeated), tds (trend dataset id), metric (trend metric), a, b (runs to compare).
+show (metric columns, repeated), tds (trend dataset id), metric (trend metric), a, b (runs to compare),
+rejected (a run whose rejected dataset rows are listed).
 """
 from __future__ import annotations
 
@@ -63,6 +64,22 @@ def _trend_chart(data: pd.DataFrame, metric: str) -> alt.LayerChart:
         opacity=alt.condition(pick, alt.value(1.0), alt.value(0.6)),
     ).add_params(pick)
     return alt.layer(band, rule, line, points).properties(height=320)
+
+
+def _rejected_rows(url: str, run_id: int, run_label: str) -> None:
+    """The rows of the run's dataset that did not become examples, each with its reason (shown as text)."""
+    rows = common.load_rejected(url, run_id)
+    st.subheader(f"Rejected dataset rows of {run_label}")
+    if rows.empty:
+        st.info("This run's dataset had no rejected rows.")
+        return
+    st.caption(f"{len(rows)} rows did not become examples; each reason gives the row and, for JSONL, the line. "
+               f"The same list: `python -m evaluator rejected {run_id}`.")
+    st.dataframe(rows, hide_index=True, width="stretch", key="runs_rejected", column_config={
+        "row_index": st.column_config.NumberColumn("row", format="%d"),
+        "reason": st.column_config.TextColumn("reason", width="large"),
+        "raw": st.column_config.TextColumn("the row as written", width="large"),
+    })
 
 
 def main() -> None:
@@ -152,11 +169,18 @@ def main() -> None:
     label = common.run_label(all_runs)
     if st.session_state.get("runs_open") not in open_ids:
         st.session_state["runs_open"] = open_ids[0] if open_ids else None
-    o1, o2 = st.columns([3, 2], vertical_alignment="bottom")
+    o1, o2, o3 = st.columns([3, 2, 2], vertical_alignment="bottom")
     chosen = o1.selectbox("Run (or select a row above)", open_ids, key="runs_open", format_func=label)
     if chosen is not None:
         o2.page_link(common.BROWSER_PAGE, label="Open in the example browser", icon=":material/open_in_new:",
                      query_params={"run": str(chosen)})
+        n_rejected = int(all_runs.loc[all_runs["id"] == chosen, "rejected"].iloc[0])
+        if n_rejected:
+            o3.page_link(common.RUNS_PAGE, label=f"{n_rejected} rejected dataset rows", icon=":material/block:",
+                         query_params={"rejected": str(chosen)})
+    rejected_of = common.param_int(p, "rejected")
+    if rejected_of in run_ids:
+        _rejected_rows(url, rejected_of, label(rejected_of))
 
     st.subheader("Model versions over time")
     t1, t2 = st.columns(2)
@@ -202,6 +226,7 @@ def main() -> None:
         "tds": trend_ds if trend_ds != (dataset or int(all_runs.iloc[0]["dataset_id"])) else None,
         "metric": trend_metric if trend_metric != (metric_names[0] if metric_names else None) else None,
         "a": a if a != default_a else None, "b": b if b != default_b else None,
+        "rejected": rejected_of if rejected_of in run_ids else None,
     }, page=PAGE)
 
 

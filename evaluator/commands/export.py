@@ -56,6 +56,10 @@ def write_jsonl(rows: Iterable[dict[str, Any]], out: TextIO) -> int:
 
 
 def write_csv(rows: Iterable[dict[str, Any]], out: TextIO, metric_names: list[str]) -> int:
+    """CSV for spreadsheets: text cells that would start a formula (``=``, ``+``, ``-``, ``@``) get a
+    leading apostrophe (``db.spreadsheet_safe``); JSONL and Parquet keep every string as it is."""
+    from db import spreadsheet_safe
+
     writer = csv.writer(out)
     writer.writerow(list(CSV_COLUMNS) + [f"metric.{m}" for m in metric_names])
     n = 0
@@ -67,7 +71,7 @@ def write_csv(rows: Iterable[dict[str, Any]], out: TextIO, metric_names: list[st
                 v = json.dumps(v, ensure_ascii=False)
             elif c == "failures":
                 v = ";".join(v)
-            cells.append("" if v is None else v)
+            cells.append("" if v is None else spreadsheet_safe(v))
         cells += ["" if row["metrics"].get(m) is None else row["metrics"][m] for m in metric_names]
         writer.writerow(cells)
         n += 1

@@ -125,7 +125,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from evaluator._runner import RunError, resume_config, run_evaluation
+    from evaluator._runner import RunError, RunInterrupted, resume_config, run_evaluation
     from evaluator.config import ConfigError, build_config
     from evaluator.data import DataError
     from evaluator.models import BackendError, ChatTemplateError, ModelResolutionError
@@ -149,6 +149,9 @@ def main(args: argparse.Namespace) -> int:
     except user_errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunInterrupted as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

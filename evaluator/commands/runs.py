@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import sys
 from typing import Any
 
@@ -29,7 +30,8 @@ def register(sub) -> None:
                         "created/finished, aggregate metrics")
     p.add_argument("--model", metavar="TEXT", help="only runs whose model, adapter or name contains TEXT")
     p.add_argument("--dataset", metavar="TEXT", help="only runs on a dataset whose name contains TEXT")
-    p.add_argument("--status", choices=["running", "finished", "failed"])
+    p.add_argument("--status", choices=["running", "finished", "failed", "interrupted"],
+                   help="interrupted: stopped by a signal, or its writer vanished (no heartbeat)")
     p.set_defaults(func=main)
 
 
@@ -46,6 +48,8 @@ def run_record(r: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": r["id"], "name": r["name"], "family": r.get("family"), "model": r["model"], "adapter": r["adapter"],
         "backend": r["backend"], "dataset": r["dataset"], "split": r["split"], "status": r["status"],
+        "status_text": r.get("status_text", r["status"]), "writer": r.get("writer"),
+        "heartbeat_at": _iso(r.get("heartbeat_at")),
         "error": r.get("error"), "baseline_for_id": r.get("baseline_for_id"),
         "counts": {"rows": r["n_rows"], "examples": r["n_examples"], "rejected": r["n_rejected"],
                    "results": r["n_results"], "errors": r["n_failed"]},
@@ -62,14 +66,31 @@ def _table(records: list[dict[str, Any]]) -> str:
     rows = []
     for r in records:
         metrics = list(r["metrics"].items())[:HEADLINE_METRICS]
-        rows.append([str(r["id"]), r["status"], r["name"][:40], f"{r['dataset']}:{r['split']}"[-40:],
+        rows.append([str(r["id"]), r["status_text"], terminal_safe(r["name"])[:40],
+                     terminal_safe(f"{r['dataset']}:{r['split']}")[-40:],
                      f"{r['counts']['results']}/{r['counts']['examples']}", (r["created_at"] or "")[:16],
-                     "  ".join(f"{m}={v:.4g}" if isinstance(v, (int, float)) else f"{m}=-" for m, v in metrics)])
+                     "  ".join(f"{terminal_safe(m)}={v:.4g}" if isinstance(v, (int, float)) else f"{terminal_safe(m)}=-"
+                               for m, v in metrics)])
     widths = [max(len(x[i]) for x in rows + [header + [""]]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*header) + "  metrics"]
     lines += [fmt.format(*row[:-1]) + "  " + row[-1] for row in rows]
     return "\n".join(lines)
+
+
+# C0 and C1 control characters and DEL: ESC and CSI start terminal escape sequences (colours, cursor
+# moves, window titles, hyperlinks) that a run name or a dataset path must not be able to send.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(text: Any) -> str:
+    """Text for a terminal: each control character shown as an escape (``\x1b``), never sent raw."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
+
+
+def json_line(record: Any) -> str:
+    """One JSON object on a line, with control characters (C1 and DEL included) as \\u escapes."""
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(record, ensure_ascii=False))
 
 
 def quiet_store_logs() -> None:
@@ -98,7 +119,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.json:
             for rec in records:
-                print(json.dumps(rec, ensure_ascii=False))
+                print(json_line(rec))
         else:
             print(_table(records))
         sys.stdout.flush()

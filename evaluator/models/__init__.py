@@ -13,12 +13,15 @@ from evaluator.models._select import (
     load_backend,
     prepare_backend,
 )
+from evaluator.models._validate import check_device, check_models
 
 __all__ = [
     "BACKENDS",
     "Backend",
     "BackendError",
     "ChatTemplateError",
+    "check_device",
+    "check_models",
     "EXTERNAL",
     "ModelIdentity",
     "ModelResolutionError",
