@@ -73,6 +73,16 @@ def test_json_list_with_broken_elements_rejects_only_those(tmp_path):
     ]
 
 
+def test_a_broken_last_element_of_a_json_list_is_rejected_not_dropped(tmp_path):
+    """No trailing comma: the last element is the text up to the closing bracket, and it is a row."""
+    path = tmp_path / "d.json"
+    path.write_text(f'[{json.dumps(ROWS[0])},\n{json.dumps(ROWS[1])},\n{{"messages": [oops]}}]', encoding="utf-8")
+    res = load_examples(str(path))
+    assert [e.row_index for e in res.examples] == [0, 1]
+    assert [r.reason for r in res.rejected] == ["row 2 (line 3): invalid JSON: Expecting value"]
+    assert res.n_rows == 3
+
+
 def test_json_with_text_after_the_list_raises_data_error(tmp_path):
     path = tmp_path / "d.json"
     path.write_text(json.dumps(ROWS) + " trailing", encoding="utf-8")

@@ -94,3 +94,84 @@ def test_run_killed_mid_way_resumes_to_exactly_the_uninterrupted_result(tiny_mod
     finally:
         other_engine.dispose()
     assert got == want
+
+
+def _crash_after(batches: int):
+    """A loader whose backend commits ``batches`` batches, then raises (as a crash between batches)."""
+    from evaluator.models import load_backend
+
+    def loader(model, adapter, **kw):
+        backend = load_backend(model, adapter, **kw)
+        real = backend.generate
+
+        def generate(convs, settings, *, on_batch=None, progress=True):
+            seen = []
+
+            def commit(idx, gens):
+                if len(seen) == batches:
+                    raise RuntimeError("crash between batches")
+                on_batch(idx, gens)
+                seen.append(idx)
+            return real(convs, settings, on_batch=commit, progress=progress)
+
+        backend.generate = generate
+        return backend
+    return loader
+
+
+def _cfg(model, data, url, **kw):
+    return build_config(overrides=dict(model=str(model), dataset=str(data), db=url, max_new_tokens=3,
+                                       backend="transformers", metrics=["exact_match"], perplexity=False, **kw))
+
+
+def test_resume_skips_only_its_own_runs_results_not_another_runs_of_the_same_dataset(tiny_model_dir, tmp_path):
+    """Example ids are shared by every run of a dataset: the first run finished them all, and the second,
+    crashed after one batch, must still evaluate every example it has not done itself."""
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(6))
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    first = run_evaluation(_cfg(tiny_model_dir, data, url, name="first", batch_size=2), progress=False)
+    assert first.n_generated == 6
+    with pytest.raises(Exception, match="crash between batches"):
+        run_evaluation(_cfg(tiny_model_dir, data, url, name="second", batch_size=2), loader=_crash_after(1),
+                       progress=False)
+    resumed = run_evaluation(_cfg(tiny_model_dir, data, url, name="second", batch_size=2, resume="second"),
+                             progress=False)
+    assert (resumed.run_id, resumed.n_skipped, resumed.n_generated) == (2, 2, 4)
+    engine = db.make_engine(url)
+    try:
+        with engine.connect() as c:
+            counts = dict(c.execute(select(db.Result.run_id, func.count()).group_by(db.Result.run_id)).all())
+    finally:
+        engine.dispose()
+    assert counts == {1: 6, 2: 6}
+
+
+def test_a_batch_lands_whole_or_not_at_all(tiny_model_dir, tmp_path, monkeypatch):
+    """The store refuses one row of the second batch: the first batch stays, and no row of the second
+    (not even the ones before the refused row) is committed."""
+    data = write_jsonl(tmp_path / "chat.jsonl", chat_rows(9))
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    real_insert = db.insert_results
+    calls = []
+
+    def insert_results(*, session, run_id, results, **kw):
+        calls.append(len(results))
+        real_insert(session=session, run_id=run_id, results=results, **kw)
+        if len(calls) == 2:  # the second batch's rows are written in its transaction, then it fails
+            session.flush()
+            raise RuntimeError("the store refused a row")
+
+    monkeypatch.setattr(db, "insert_results", insert_results)
+    with pytest.raises(Exception, match="the store refused a row"):
+        run_evaluation(_cfg(tiny_model_dir, data, url, batch_size=3), progress=False)
+    engine = db.make_engine(url)
+    try:
+        with engine.connect() as c:
+            stored = c.scalar(select(func.count()).select_from(db.Result))
+            values = c.scalar(select(func.count()).select_from(db.MetricValue))
+            status = c.scalar(select(db.Run.status))
+    finally:
+        engine.dispose()
+    assert calls[0] == 3  # one insert (one transaction) per batch of three
+    assert stored == 3 and values == 3  # the first batch, whole; nothing of the second
+    assert status == "failed"

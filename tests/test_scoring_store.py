@@ -141,6 +141,25 @@ def test_compare_runs_pairs_examples_and_respects_direction(seeded):
     assert ("chrf", "category=shipping", "corpus") in by and ("bleu", "tag=hard", "mean") in by
 
 
+def test_stored_p_holm_is_holms_adjustment_of_each_slices_p_values(seeded):
+    """Within a slice, every (metric, kind) row is one hypothesis of the family Holm adjusts over."""
+    from evaluator.scoring import holm
+
+    sf, _, (run_a, _, _), (run_b, _, _) = seeded
+    compare_runs(session_factory=sf, run_a_id=run_a, run_b_id=run_b)
+    with sf() as s:
+        rows = db.stored_comparisons(session=s, run_a_id=run_a, run_b_id=run_b)
+    slices = sorted({r["slice"] for r in rows})
+    assert len(slices) >= 4  # overall, three categories, a tag
+    adjusted_somewhere = False
+    for name in slices:
+        family = [r for r in rows if r["slice"] == name]
+        expected = holm([r["p_value"] for r in family])
+        assert [r["p_holm"] for r in family] == pytest.approx(expected, abs=0), name
+        adjusted_somewhere |= any(r["p_holm"] is not None and r["p_holm"] > r["p_value"] for r in family)
+    assert adjusted_somewhere  # the fixture has p-values that Holm must raise
+
+
 def _cli(*argv):
     from evaluator.cli import main
 

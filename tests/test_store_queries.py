@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 import db
 from tests.store_seed import seed_minimal
@@ -37,11 +38,28 @@ def test_failed_metric_is_stored_as_its_error_not_a_value(seeded):
 
 
 def test_duplicate_result_for_same_run_and_example_is_refused(seeded):
+    """The unique (run, example) constraint is what makes a resume that re-evaluates a done example fail
+    loudly instead of storing two answers for it."""
     _, Session, ids = seeded
-    with pytest.raises(Exception):
+    with pytest.raises(IntegrityError):
         with Session.begin() as s:
             db.insert_results(session=s, run_id=ids["candidate"], results=[
                 dict(example_id=ids["example_ids"]["k1"], output="x", output_tokens=1, finish_reason="stop")])
+    with Session() as s:
+        assert s.scalar(select(func.count()).select_from(db.Result).where(db.Result.run_id == ids["candidate"])) == 6
+
+
+def test_done_example_ids_are_the_runs_own_results_only(seeded):
+    """Example ids are shared by every run of a dataset: a resume must skip only what its own run did."""
+    _, Session, ids = seeded
+    with Session.begin() as s:
+        third = db.create_run(session=s, name="third", model="m3", backend="transformers",
+                              dataset_id=ids["dataset_id"])
+        db.insert_results(session=s, run_id=third, results=[
+            dict(example_id=ids["example_ids"]["k2"], output="x", output_tokens=1, finish_reason="stop")])
+    with Session() as s:
+        assert db.done_example_ids(session=s, run_id=third) == {ids["example_ids"]["k2"]}
+        assert db.done_example_ids(session=s, run_id=ids["candidate"]) == set(ids["example_ids"].values())
 
 
 def test_upsert_examples_returns_existing_ids_for_known_keys(seeded):
@@ -65,6 +83,20 @@ def test_page_filters_on_metric_range_and_sorts_by_another(seeded):
     assert _keys(page) == ["k5", "k4", "k3", "k2"]
     assert page.total == 4
     assert page.rows[0]["metrics"]["bleu"] == pytest.approx(30.0)
+
+
+def test_metric_range_bounds_are_inclusive_on_both_ends(seeded):
+    _, Session, ids = seeded
+    # bleu = 25 + i for the candidate (i = 0..5): [26, 28] holds k1, k2, k3; an upper bound alone and a
+    # lower bound alone cut on their own side only.
+    cases = [(26.0, 28.0, ["k1", "k2", "k3"]), (None, 26.0, ["k0", "k1"]), (29.0, None, ["k4", "k5"]),
+             (27.5, 27.5, [])]
+    with Session() as s:
+        for lo, hi, expected in cases:
+            q = db.ResultQuery(run_id=ids["candidate"], ranges=(db.MetricRange("bleu", lo, hi),), sort="bleu")
+            page = db.page_results(session=s, query=q)
+            assert _keys(page) == expected and page.total == len(expected), (lo, hi)
+            assert db.count_results(session=s, query=q) == len(expected)
 
 
 def test_sort_puts_missing_values_last_in_both_directions(seeded):
