@@ -2,7 +2,7 @@
 #   make demo   set up, build the demo models, evaluate them, open the dashboard
 #   make test   set up (incl. Chromium, PostgreSQL, Unsloth venv) and run every test
 # Tests never write tracked files; 'make screenshots' refreshes the README's docs/screenshots/.
-.PHONY: setup demo test dashboard bench screenshots
+.PHONY: setup demo test dashboard bench screenshots mutation
 
 setup:
 	bash scripts/setup.sh
@@ -29,3 +29,8 @@ screenshots:
 	HF_HUB_OFFLINE=1 ARTIFACTS_DIR=$(CURDIR)/artifacts .venv/bin/python -m pytest -q -p no:cacheprovider \
 		tests/test_demo_e2e.py -k chromium
 	cp artifacts/demo/*.png docs/screenshots/
+
+# Mutation testing of the core (statistics, metrics, perplexity, dataset reading, resume, store queries):
+# after any change to those modules; not part of 'make test'. See docs/mutation.md.
+mutation: setup
+	.venv/bin/python scripts/mutation.py

@@ -319,6 +319,11 @@ def test_user_metric_via_module_reference(tmp_path, monkeypatch):
             return float(len(sample.output))
     '''))
     monkeypatch.syspath_prepend(str(tmp_path))
+    from evaluator.scoring import _registry
+
+    # The plug-in registers itself: do it in a copy of the registry, so that running the test twice in
+    # one process (mutation testing does) meets a clean registry.
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
     try:
         specs = get_metrics(["my_metrics_mod:shout_ratio", "my_metrics_mod:plain", "bleu"])
         assert [s.name for s in specs] == ["shout_ratio", "plain", "bleu"]
