@@ -169,6 +169,10 @@ def main() -> None:
     label = common.run_label(all_runs)
     if st.session_state.get("runs_open") not in open_ids:
         st.session_state["runs_open"] = open_ids[0] if open_ids else None
+    rejected_of = common.param_int(p, "rejected")
+    if rejected_of in open_ids and st.session_state.get("_runs_rejected_link") != rejected_of:
+        st.session_state["runs_open"] = rejected_of  # a link to a run's rejected rows opens that run
+        st.session_state["_runs_rejected_link"] = rejected_of
     o1, o2, o3 = st.columns([3, 2, 2], vertical_alignment="bottom")
     chosen = o1.selectbox("Run (or select a row above)", open_ids, key="runs_open", format_func=label)
     if chosen is not None:
@@ -178,9 +182,8 @@ def main() -> None:
         if n_rejected:
             o3.page_link(common.RUNS_PAGE, label=f"{n_rejected} rejected dataset rows", icon=":material/block:",
                          query_params={"rejected": str(chosen)})
-    rejected_of = common.param_int(p, "rejected")
-    if rejected_of in run_ids:
-        _rejected_rows(url, rejected_of, label(rejected_of))
+    if rejected_of is not None and rejected_of == chosen:
+        _rejected_rows(url, chosen, label(chosen))
 
     st.subheader("Model versions over time")
     t1, t2 = st.columns(2)
@@ -226,7 +229,7 @@ def main() -> None:
         "tds": trend_ds if trend_ds != (dataset or int(all_runs.iloc[0]["dataset_id"])) else None,
         "metric": trend_metric if trend_metric != (metric_names[0] if metric_names else None) else None,
         "a": a if a != default_a else None, "b": b if b != default_b else None,
-        "rejected": rejected_of if rejected_of in run_ids else None,
+        "rejected": rejected_of if rejected_of is not None and rejected_of == chosen else None,
     }, page=PAGE)
 
 
