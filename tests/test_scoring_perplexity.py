@@ -66,6 +66,8 @@ def test_perplexity_matches_hf_loss_with_prompt_masked(tiny):
     for conv, ref, lp, ppl in zip(CONVERSATIONS, REFERENCES, lps, ours):
         expected, n_tokens = _hf_loss_perplexity(model, tokenizer, conv, ref)
         assert len(lp) == n_tokens
+        # HF's loss is a float32 mean over the full-sequence logits; ours sums float32 log-probs of the
+        # last positions in float64. Measured at most 4.8e-7 relative (AMD EPYC, 2026-12-03); bound 20x that.
         assert ppl == pytest.approx(expected, rel=1e-5)
         assert ppl >= 1.0
 
