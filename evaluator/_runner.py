@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 import db
-from evaluator._lease import Interrupted, WriterLease, signal_name, stop_signals
+from evaluator._lease import WriterLease, signal_name, stop_signals
 from evaluator.config import OPERATIONAL_KEYS, ConfigError, RunConfig, build_config
 from evaluator.types import Example, Generation, Sample
 
@@ -278,10 +278,6 @@ def _set_status(sf, run_id: int, status: str, text: Optional[str]) -> None:
             db.update_run(session=session, run_id=run_id, status=status, error=text[:4000] if text else None)
     except Exception:  # the store itself may be what failed
         log.exception("could not mark run %d %s", run_id, status)
-
-
-def _mark_failed(sf, run_id: int, text: str) -> None:
-    _set_status(sf, run_id, "failed", text)
 
 
 def _check_resumable(session, *, run_id: int, data) -> None:
