@@ -1,0 +1,114 @@
+"""Store reads that pages and commands rely on, each pinned field by field (mutation testing found them
+only exercised through pages): rejected rows, a run's dataset and categories, its metric names and
+values, an example's history across runs, review-queue ids, failure counts per run."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+import db
+
+T0 = dt.datetime(2026, 3, 1, 9, 0)
+
+
+@pytest.fixture()
+def store(any_engine):
+    """Two datasets. On "support": run 1 (newer, created second), run 2 (older, created first, a
+    baseline); on "other": run 3 with another metric. Example k1 fails in run 1."""
+    sf = db.session_factory(any_engine)
+    with sf.begin() as s:
+        ds = db.get_or_create_dataset(session=s, name="support.jsonl", split="test")
+        other = db.get_or_create_dataset(session=s, name="other.jsonl", split="test")
+        keys = db.upsert_examples(session=s, dataset_id=ds, examples=[
+            dict(key=f"k{i}", row_index=i, messages=[{"role": "user", "content": f"q{i}"}], reference=f"r{i}",
+                 category=["billing", "tech", None][i % 3]) for i in range(4)])
+        okeys = db.upsert_examples(session=s, dataset_id=other, examples=[
+            dict(key="k0", row_index=0, messages=[{"role": "user", "content": "same key, other dataset"}],
+                 category="zzz")])
+        newer = db.create_run(session=s, name="newer", model="m-new", backend="transformers", dataset_id=ds,
+                              family="fam")
+        older = db.create_run(session=s, name="older", model="m-old", backend="transformers", dataset_id=ds)
+        third = db.create_run(session=s, name="third", model="m3", backend="transformers", dataset_id=other)
+        for run, days in ((newer, 2), (older, 0), (third, 1)):
+            db.update_run(session=s, run_id=run, created_at=T0 + dt.timedelta(days=days))
+        for run, shift in ((newer, 10.0), (older, 0.0)):
+            db.insert_results(session=s, run_id=run, results=[
+                dict(example_id=keys[f"k{i}"], output=f"out {run} {i}", output_tokens=2,
+                     finish_reason="error" if (run == newer and i == 1) else "stop",
+                     failures=int(db.FailureKind.ERROR) if (run == newer and i == 1) else 0,
+                     metrics={"bleu": shift + i, "rougeL": None if i == 3 else 0.1 * i})
+                for i in range(4)], higher_is_better={"bleu": True, "rougeL": True})
+        db.insert_results(session=s, run_id=third, results=[
+            dict(example_id=okeys["k0"], output="x", output_tokens=1, finish_reason="length",
+                 failures=int(db.FailureKind.TRUNCATED), metrics={"chrf": 55.0})], higher_is_better={"chrf": True})
+        db.add_rejected(session=s, run_id=newer, rows=[
+            dict(row_index=9, reason="row 9 (line 10): late", raw="{9"),
+            dict(row_index=4, reason="row 4 (line 5): early", raw=None)])
+        db.add_rejected(session=s, run_id=older, rows=[dict(row_index=7, reason="other run's row", raw="x")])
+    return sf, dict(ds=ds, other=other, newer=newer, older=older, third=third, keys=keys)
+
+
+def test_rejected_rows_are_the_runs_own_in_row_order(store):
+    sf, ids = store
+    with sf() as s:
+        rows = db.rejected_rows(session=s, run_id=ids["newer"])
+    assert rows == [dict(row_index=4, reason="row 4 (line 5): early", raw=None),
+                    dict(row_index=9, reason="row 9 (line 10): late", raw="{9")]
+
+
+def test_dataset_of_a_run_and_its_categories(store):
+    sf, ids = store
+    with sf() as s:
+        assert db.dataset_of_run(session=s, run_id=ids["third"]) == dict(
+            id=ids["other"], name="other.jsonl", split="test", turns="last")
+        assert db.dataset_of_run(session=s, run_id=9999) is None
+        assert db.run_categories(session=s, run_id=ids["newer"]) == ["billing", "tech"]  # sorted, no None
+        assert db.run_categories(session=s, run_id=ids["third"]) == ["zzz"]
+
+
+def test_metric_names_and_values_are_the_runs_own(store):
+    sf, ids = store
+    with sf() as s:
+        assert db.run_metric_names(session=s, run_id=ids["newer"]) == ["bleu", "rougeL"]
+        assert db.run_metric_names(session=s, run_id=ids["third"]) == ["chrf"]
+        assert sorted(db.metric_values(session=s, run_id=ids["newer"], metric="bleu")) == [10.0, 11.0, 12.0, 13.0]
+        assert sorted(db.metric_values(session=s, run_id=ids["older"], metric="rougeL")) == pytest.approx(
+            [0.0, 0.1, 0.2])  # the missing value is left out
+        assert db.metric_values(session=s, run_id=ids["newer"], metric="chrf") == []
+        assert db.metric_values(session=s, run_id=ids["newer"], metric="no-such-metric") == []
+
+
+def test_example_history_is_every_run_of_its_dataset_oldest_first_with_every_field(store):
+    sf, ids = store
+    with sf() as s:
+        history = db.example_history(session=s, dataset_id=ids["ds"], key="k1")
+    assert [h["run_id"] for h in history] == [ids["older"], ids["newer"]]  # by date, not by id
+    old, new = history
+    assert {k: old[k] for k in ("run_name", "family", "created_at", "output", "finish_reason", "failures")} == dict(
+        run_name="older", family=None, created_at=T0, output=f"out {ids['older']} 1", finish_reason="stop",
+        failures=[])
+    assert {k: new[k] for k in ("run_name", "family", "output", "finish_reason", "failures")} == dict(
+        run_name="newer", family="fam", output=f"out {ids['newer']} 1", finish_reason="error", failures=["error"])
+    assert new["metrics"] == {"bleu": 11.0, "rougeL": pytest.approx(0.1)}
+    assert isinstance(new["result_id"], int) and new["result_id"] != old["result_id"]
+
+
+def test_selected_example_ids_follow_the_browser_order_with_limit_and_offset(store):
+    sf, ids = store
+    q = db.ResultQuery(run_id=ids["newer"], sort="bleu", descending=True)
+    k = ids["keys"]
+    with sf() as s:
+        assert db.selected_example_ids(session=s, query=q) == [k["k3"], k["k2"], k["k1"], k["k0"]]
+        assert db.selected_example_ids(session=s, query=q, limit=2) == [k["k3"], k["k2"]]
+        assert db.selected_example_ids(session=s, query=q, limit=2, offset=1) == [k["k2"], k["k1"]]
+
+
+def test_list_runs_counts_failures_per_run(store):
+    sf, ids = store
+    with sf() as s:
+        runs = {r["id"]: r for r in db.list_runs(session=s)}
+    assert (runs[ids["newer"]]["n_results"], runs[ids["newer"]]["n_failed"]) == (4, 1)
+    assert (runs[ids["older"]]["n_results"], runs[ids["older"]]["n_failed"]) == (4, 0)
+    assert (runs[ids["third"]]["n_results"], runs[ids["third"]]["n_failed"]) == (1, 0)
+    assert [r["id"] for r in db.list_runs(session=s)] == [ids["newer"], ids["third"], ids["older"]]  # newest first
