@@ -112,3 +112,31 @@ def test_list_runs_counts_failures_per_run(store):
     assert (runs[ids["older"]]["n_results"], runs[ids["older"]]["n_failed"]) == (4, 0)
     assert (runs[ids["third"]]["n_results"], runs[ids["third"]]["n_failed"]) == (1, 0)
     assert [r["id"] for r in db.list_runs(session=s)] == [ids["newer"], ids["third"], ids["older"]]  # newest first
+
+
+def test_list_runs_filters_each_on_its_own_column_with_inclusive_dates(store):
+    sf, ids = store
+    with sf.begin() as s:
+        db.update_run(session=s, run_id=ids["older"], adapter="/ckpt/lora-xyz")
+        empty = db.create_run(session=s, name="empty", model="m-new", backend="transformers", dataset_id=ids["other"])
+        db.update_run(session=s, run_id=empty, created_at=T0 + dt.timedelta(days=2), status="failed")
+
+    def names(**kw):
+        with sf() as s:
+            return [r["name"] for r in db.list_runs(session=s, **kw)]
+
+    assert names(model="M-OLD") == ["older"]  # the model column, case-insensitive
+    assert names(model="thir") == ["third"]  # the name column
+    assert names(model="lora-xyz") == ["older"]  # the adapter column
+    assert names(dataset="other") == ["empty", "third"]  # newest first, the later id first on a tie
+    assert names(dataset="support") == ["newer", "older"]
+    assert names(since=T0 + dt.timedelta(days=1)) == ["empty", "newer", "third"]  # bounds are inclusive
+    assert names(until=T0 + dt.timedelta(days=1)) == ["third", "older"]
+    assert names(status="failed") == ["empty"]
+    assert names(status="finished") == []
+    assert names(status="running") == ["newer", "third", "older"]  # no writer ever: running as it says
+    assert names(status="interrupted") == []
+    with sf() as s:
+        rows = {r["name"]: r for r in db.list_runs(session=s)}
+    assert (rows["empty"]["n_results"], rows["empty"]["n_failed"], rows["empty"]["aggregates"]) == (0, 0, {})
+    assert (rows["third"]["dataset"], rows["third"]["split"]) == ("other.jsonl", "test")
