@@ -160,6 +160,57 @@ def test_stored_p_holm_is_holms_adjustment_of_each_slices_p_values(seeded):
     assert adjusted_somewhere  # the fixture has p-values that Holm must raise
 
 
+def test_a_category_slice_compares_exactly_its_own_paired_examples(seeded):
+    """Every number of the category=shipping rows, recomputed independently from the per-example values."""
+    import sacrebleu
+
+    sf, examples, (run_a, samples_a, va), (run_b, samples_b, vb) = seeded
+    rows = compare_runs(session_factory=sf, run_a_id=run_a, run_b_id=run_b)
+    by = {(r["metric"], r["kind"]): r for r in rows if r["slice"] == "category=shipping"}
+    shipping = [i for i, e in enumerate(examples) if e["category"] == "shipping"]
+    pairs = [(va[i]["token_f1"], vb[i]["token_f1"]) for i in shipping
+             if isinstance(va[i]["token_f1"], float) and isinstance(vb[i]["token_f1"], float)]
+    f1 = by[("token_f1", "mean")]
+    assert f1["n"] == len(pairs) < len(shipping)  # the OOM example of each run has no value
+    assert f1["value_a"] == pytest.approx(np.mean([a for a, _ in pairs]))
+    assert f1["value_b"] == pytest.approx(np.mean([b for _, b in pairs]))
+    assert f1["delta"] == pytest.approx(np.mean([a - b for a, b in pairs]))
+    assert (f1["wins"], f1["ties"], f1["losses"]) == (sum(a > b for a, b in pairs), sum(a == b for a, b in pairs),
+                                                      sum(a < b for a, b in pairs))
+    assert f1["ci_low"] <= f1["delta"] <= f1["ci_high"] and 0 < f1["p_value"] <= 1
+    ok = [i for i in shipping if samples_a[i].reference is not None and not samples_a[i].error
+          and not samples_b[i].error]
+    corpus = by[("bleu", "corpus")]
+    assert corpus["n"] == len(ok)
+    assert corpus["value_a"] == pytest.approx(
+        sacrebleu.corpus_bleu([samples_a[i].output for i in ok], [[samples_a[i].reference for i in ok]]).score)
+    assert corpus["value_b"] == pytest.approx(
+        sacrebleu.corpus_bleu([samples_b[i].output for i in ok], [[samples_b[i].reference for i in ok]]).score)
+    assert corpus["delta"] == pytest.approx(corpus["value_a"] - corpus["value_b"])
+    assert (corpus["wins"], corpus["ties"], corpus["losses"]) == (0, 0, 0) and corpus["method"].startswith("sacrebleu")
+    assert by[("output_tokens", "mean")]["method"].endswith("no better direction: wins/ties/losses not counted")
+
+
+def test_only_examples_both_runs_have_are_compared(seeded):
+    sf, examples, (run_a, _, va), (run_b, _, vb) = seeded
+    with sf() as s:
+        keep = [r["result_id"] for r in db.scoring_inputs(session=s, run_id=run_b)][:10]
+        b_only = db.create_run(session=s, name="partial", model="p", backend="transformers",
+                               dataset_id=db.get_run(session=s, run_id=run_b)["dataset_id"])
+        s.commit()
+    with sf.begin() as s:  # a baseline that evaluated only the first ten examples
+        inputs = {r["result_id"]: r for r in db.scoring_inputs(session=s, run_id=run_b)}
+        db.insert_results(session=s, run_id=b_only, results=[
+            dict(example_id=inputs[r]["example_id"], output=inputs[r]["output"], output_tokens=3, finish_reason="stop",
+                 metrics={"token_f1": 0.5}) for r in keep], higher_is_better={"token_f1": True})
+    rows = compare_runs(session_factory=sf, run_a_id=run_a, run_b_id=b_only)
+    overall = {(r["metric"], r["kind"]): r for r in rows if r["slice"] == ""}
+    assert set(overall) == {("token_f1", "mean")}  # the only metric both runs have
+    a_vals = [va[i]["token_f1"] for i in range(10) if isinstance(va[i]["token_f1"], float)]
+    assert overall[("token_f1", "mean")]["n"] == len(a_vals)
+    assert overall[("token_f1", "mean")]["value_b"] == pytest.approx(0.5)
+
+
 def _cli(*argv):
     from evaluator.cli import main
 
