@@ -119,3 +119,75 @@ def test_corpus_ci_is_the_central_95_percent_of_the_same_bootstrap_as_sacrebleu(
     half = (high - low) / 2
     assert theirs.ci <= half <= theirs.ci * 1.01
     assert low < value < high
+
+
+# ---------------------------------------------------------------- against independent references
+
+
+def test_bca_interval_agrees_with_scipys_bca_and_not_with_the_plain_percentile_interval():
+    """Skewed data (exponential, n=40), 20,000 resamples each: our BCa interval and scipy.stats.bootstrap's
+    (its own resamples) agree to 0.2% of the width (measured: 0.17% and 0.07%); the bound is 2%. The
+    plain percentile interval of the same resamples is off by 4% and 6.5%, so a BCa that lost its bias
+    correction or acceleration fails here."""
+    import scipy.stats
+
+    from evaluator.scoring._stats import _percentiles
+
+    x = np.random.default_rng(3).exponential(1.0, 40)
+    _, low, high = mean_ci(x, n_resamples=20_000, seed=1)
+    ref = scipy.stats.bootstrap((x,), np.mean, n_resamples=20_000, method="BCa",
+                                random_state=np.random.default_rng(2)).confidence_interval
+    width = ref.high - ref.low
+    assert abs(low - ref.low) <= 0.02 * width and abs(high - ref.high) <= 0.02 * width
+    p_low, p_high = _percentiles(bootstrap_means(x, n_resamples=20_000, seed=1))
+    assert max(abs(p_low - ref.low), abs(p_high - ref.high)) > 0.03 * width
+
+
+def test_paired_p_value_is_the_centred_bootstrap_share_of_the_same_resamples():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(0.1, 1, 60), rng.normal(0, 1, 60)
+    out = paired_mean_test(a, b, n_resamples=500, seed=4)
+    d = a - b
+    means = bootstrap_means(d, n_resamples=500, seed=4)
+    delta = d.mean()
+    assert out["delta"] == pytest.approx(delta)
+    assert out["p_value"] == (1 + int(np.sum(np.abs(means - delta) >= abs(delta)))) / 501
+    assert (out["ci_low"], out["ci_high"]) == bca_interval(d, means)
+
+
+def test_small_and_non_finite_inputs_give_no_interval():
+    assert paired_mean_test([], []) == dict(delta=None, ci_low=None, ci_high=None, p_value=None)
+    assert paired_mean_test([2.0], [1.0]) == dict(delta=1.0, ci_low=None, ci_high=None, p_value=None)
+    assert paired_mean_test([1.0, np.inf], [0.0, 0.0])["ci_low"] is None
+    m, low, high = mean_ci([])
+    assert np.isnan(m) and low is None and high is None
+    assert mean_ci([1.0, np.inf])[1:] == (None, None)
+
+
+def test_resamples_are_drawn_exactly_as_sacrebleu_draws_them():
+    """sacrebleu's paired bootstrap takes ``default_rng(seed).choice(n, size=(B, n))``; our count matrix
+    row b counts how often each example is in that draw's row b."""
+    from evaluator.scoring._stats import resample_counts
+
+    n, b, seed = 37, 200, 12345
+    (counts,) = list(resample_counts(n, b, seed))
+    idx = np.random.default_rng(seed).choice(n, size=(b, n), replace=True)
+    assert counts.shape == (b, n)
+    assert np.array_equal(counts, np.stack([np.bincount(row, minlength=n) for row in idx]).astype(float))
+    (again,) = list(resample_counts(n, b, seed))
+    assert again is counts and not counts.flags.writeable  # cached, and safe to share
+    (other,) = list(resample_counts(n, b, seed + 1))
+    assert not np.array_equal(other, counts)
+
+
+def test_large_resample_matrices_come_in_blocks_that_still_resample_every_example(monkeypatch):
+    from evaluator.scoring import _stats
+
+    monkeypatch.setattr(_stats, "_SINGLE_DRAW_LIMIT", 1000)  # force the block path on a small case
+    monkeypatch.setattr(_stats, "_CACHE_CELLS", 1000)
+    monkeypatch.setattr(_stats, "_CHUNK_CELLS", 300)
+    blocks = list(_stats.resample_counts(50, 40, 7))
+    assert [blk.shape for blk in blocks] == [(6, 50)] * 6 + [(4, 50)]  # 300 // 50 rows a block
+    stacked = np.vstack(blocks)
+    assert stacked.shape == (40, 50) and np.all(stacked.sum(axis=1) == 50)
+    assert np.array_equal(np.vstack(list(_stats.resample_counts(50, 40, 7))), stacked)  # reproducible
