@@ -200,3 +200,174 @@ def test_unsupported_extension_lists_what_is_supported(tmp_path):
         load_examples(str(path))
     assert str(e.value) == (f"'{path}' has an unsupported extension '.txt'; use one of .jsonl, .ndjson, .json, "
                             ".csv, .parquet or a save_to_disk directory")
+
+
+# ---------------------------------------------------------------- JSON variants (second round)
+
+
+def test_a_json_list_hashes_the_same_however_it_is_formatted(tmp_path):
+    """A valid list is parsed whole and each row hashed in canonical form, so re-indenting the file does
+    not look like a changed dataset to --resume."""
+    rows = [row(0), row(1)]
+    compact, pretty = tmp_path / "a.json", tmp_path / "b.json"
+    compact.write_text(json.dumps(rows, separators=(",", ":")), encoding="utf-8")
+    pretty.write_text(json.dumps(rows, indent=4), encoding="utf-8")
+    assert load_examples(str(compact)).content_hash == load_examples(str(pretty)).content_hash
+
+
+def test_a_broken_list_with_escaped_quotes_and_bare_letters_outside_strings(tmp_path):
+    """Top-level elements that are strings with an escaped quote before a comma, and a broken element
+    with a bare X between brackets: only real top-level commas split."""
+    path = tmp_path / "d.json"
+    path.write_text('["\\"", "a\\", b", ' + json.dumps(row(2)) + ', {broken X}, ' + json.dumps(row(4)) + "]",
+                    encoding="utf-8")
+    res = load_examples(str(path))
+    assert [e.row_index for e in res.examples] == [2, 4]
+    assert [r.reason for r in res.rejected] == [
+        "row 0 (line 1): row is a str, expected an object",
+        "row 1 (line 1): row is a str, expected an object",
+        "row 3 (line 1): invalid JSON: Expecting property name enclosed in double quotes",
+    ]
+
+
+def test_an_empty_json_file_has_no_rows(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text("  \n", encoding="utf-8")
+    with pytest.raises(DataError, match="has no rows"):
+        load_examples(str(path))
+
+
+def test_json_lines_in_a_json_file_with_a_broken_line_are_read_line_by_line(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(row(0)) + "\n{broken\n" + json.dumps(row(2)) + "\n", encoding="utf-8")
+    res = load_examples(str(path))
+    assert [e.row_index for e in res.examples] == [0, 2]
+    assert res.rejected[0].reason.startswith("row 1 (line 2): invalid JSON")
+
+
+def test_one_broken_json_object_says_where(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text('{\n  "data": [1,\n', encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        load_examples(str(path))
+    assert str(e.value) == (f"'{path}' is not valid JSON (Expecting value at line 3 column 1); fix it, or store one "
+                            "row per line as .jsonl so that bad rows are reported one by one")
+
+
+def test_json_object_and_scalar_files_name_their_problem(tmp_path):
+    bad_utf8, scalar, after = tmp_path / "u.json", tmp_path / "s.json", tmp_path / "a.json"
+    bad_utf8.write_bytes(b'{"data": [{"prompt": "caf\xe9", "response": "x"}]}')
+    scalar.write_text("7", encoding="utf-8")
+    after.write_text(f"[{json.dumps(row(0))}, {{broken}}] trailing", encoding="utf-8")
+    for path, message in ((bad_utf8, f"'{bad_utf8}' is not valid UTF-8; re-encode it as UTF-8"),
+                          (scalar, f"'{scalar}' does not hold a JSON list of rows (it starts with '7')"),
+                          (after, f"'{after}' has text after the closing ']' of its list of rows; remove it")):
+        with pytest.raises(DataError) as e:
+            load_examples(str(path))
+        assert str(e.value) == message
+
+
+def test_malformed_csv_records_hash_their_error(tmp_path):
+    """Two files that differ only in how a record is malformed have different contents."""
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_bytes(b'prompt,response\nhi,there\n"bad"x,y\n')
+    b.write_bytes(b'prompt,response\nhi,there\n"unterminated,y\n')
+    ra, rb = load_examples(str(a)), load_examples(str(b))
+    assert ra.rejected[0].reason != rb.rejected[0].reason
+    assert ra.content_hash != rb.content_hash
+
+
+def test_a_parquet_error_quotes_pyarrow(tmp_path):
+    path = tmp_path / "d.parquet"
+    path.write_bytes(b"PAR1 not really")
+    with pytest.raises(DataError) as e:
+        load_examples(str(path))
+    detail = str(e.value).split("': ", 1)[1]
+    assert detail and detail != "None" and "NoneType" not in detail
+
+
+# ---------------------------------------------------------------- save_to_disk directories
+
+
+def test_save_to_disk_rows_have_their_index_name_and_content(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    a, b = tmp_path / "a", tmp_path / "b"
+    datasets.Dataset.from_list([row(0), row(1), row(2)]).save_to_disk(str(a))
+    datasets.Dataset.from_list([row(0), row(1), row(5)]).save_to_disk(str(b))
+    ra, rb = load_examples(str(a)), load_examples(str(b))
+    assert [e.row_index for e in ra.examples] == [0, 1, 2]
+    assert ra.name == str(a) and ra.content_hash != rb.content_hash
+
+
+def test_directories_that_are_not_datasets_or_are_broken(tmp_path):
+    plain, broken = tmp_path / "plain", tmp_path / "broken"
+    plain.mkdir()
+    broken.mkdir()
+    (broken / "dataset_info.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        load_examples(str(plain))
+    assert str(e.value) == (f"'{plain}' is a directory but not a datasets save_to_disk directory (no "
+                            "dataset_dict.json or state.json or dataset_info.json); pass one of its data files instead")
+    with pytest.raises(DataError) as e:
+        load_examples(str(broken))
+    message = str(e.value)
+    assert message.startswith(f"cannot read save_to_disk directory '{broken}': ")
+    assert message.split("': ", 1)[1] not in ("", "None", "NoneType")
+
+
+# ---------------------------------------------------------------- Hub ids (datasets.load_dataset stands in)
+
+
+def _hub(monkeypatch, outcome):
+    """Replace datasets.load_dataset: the Hub cannot be reached from here, so each answer it can give
+    (a dataset, or one of its errors) is played by this stand-in."""
+    datasets = pytest.importorskip("datasets")
+    calls = []
+
+    def fake(path, name=None, split=None):
+        calls.append((path, name, split))
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return datasets.Dataset.from_list(outcome)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    return calls
+
+
+def test_a_hub_config_may_itself_contain_colons(monkeypatch):
+    calls = _hub(monkeypatch, [row(0)])
+    res = load_examples("owner/name:cfg:v2", split="validation")
+    assert calls == [("owner/name", "cfg:v2", "validation")]
+    assert (res.name, res.split, res.n_rows) == ("owner/name:cfg:v2", "validation", 1)
+
+
+@pytest.mark.parametrize("error, message", [
+    ("not found", "'owner/name' is neither a local file nor a dataset on the Hugging Face Hub; check the path or id"),
+    (ConnectionError("no route to host\nretry later"),
+     "cannot reach the Hugging Face Hub for 'owner/name' and it is not in the local cache (no route to host); "
+     "run once where the Hub is reachable, or pass a local file"),
+    (ValueError("Unknown split \"test\"\nmore"), "'owner/name' has no split 'test' (Unknown split \"test\"); "
+                                                  "choose one with --split"),
+    (ValueError("Bad config\nmore"), "could not load 'owner/name' from the Hugging Face Hub: Bad config"),
+    (PermissionError("gated repo\nlog in"), "could not load 'owner/name' from the Hugging Face Hub: "
+                                            "PermissionError: gated repo"),
+])
+def test_each_hub_failure_is_one_line_that_says_what_to_do(monkeypatch, error, message):
+    if error == "not found":
+        from datasets.exceptions import DatasetNotFoundError
+
+        error = DatasetNotFoundError("owner/name does not exist")
+    _hub(monkeypatch, error)
+    with pytest.raises(DataError) as e:
+        load_examples("owner/name", split="test")
+    assert str(e.value) == message
+
+
+def test_the_rouge_stemmer_cache_stems_like_porter():
+    from nltk.stem import porter
+
+    from evaluator.scoring._text import _MemoStemmer
+
+    memo, plain = _MemoStemmer(), porter.PorterStemmer()
+    words = ["running", "runs", "easily", "running", "caresses"]
+    assert [memo.stem(w) for w in words] == [plain.stem(w) for w in words]
