@@ -140,3 +140,39 @@ def test_list_runs_filters_each_on_its_own_column_with_inclusive_dates(store):
         rows = {r["name"]: r for r in db.list_runs(session=s)}
     assert (rows["empty"]["n_results"], rows["empty"]["n_failed"], rows["empty"]["aggregates"]) == (0, 0, {})
     assert (rows["third"]["dataset"], rows["third"]["split"]) == ("other.jsonl", "test")
+
+
+def test_export_rows_hold_every_field_in_dataset_order_across_chunks(store):
+    sf, ids = store
+    with sf.begin() as s:  # one result with everything set, on example k2
+        ex = db.upsert_examples(session=s, dataset_id=ids["ds"], examples=[
+            dict(key="k9", row_index=2, messages=[{"role": "system", "content": "be brief"},
+                                                  {"role": "user", "content": "q9"}],
+                 reference="r9", category="billing", source="crm", conversation_id="c-9", turn_index=3,
+                 tags=["hard", "vip"], metadata={"ticket": 42})])
+        db.insert_results(session=s, run_id=ids["newer"], results=[dict(
+            example_id=ex["k9"], output="answer nine", output_tokens=3, prompt_tokens=11, finish_reason="length",
+            failures=int(db.FailureKind.TRUNCATED | db.FailureKind.REPETITION), error=None, latency_ms=12.5,
+            logprobs=[-0.5, -0.25, -1.0], tokens=["an", "swer", " nine"], ref_nll=2.5, ref_tokens=4,
+            metrics={"bleu": 7.0, "rougeL": (None, "boom")})], higher_is_better={"bleu": True, "rougeL": True})
+    with sf() as s:
+        records = list(db.export_rows(session=s, run_id=ids["newer"], chunk=2))
+        again = list(db.export_rows(session=s, run_id=ids["newer"], chunk=1000))
+        assert list(db.export_rows(session=s, run_id=9999)) == []
+    assert records == again  # the chunk size changes nothing
+    assert [(r["row_index"], r["example_key"]) for r in records] == [(0, "k0"), (1, "k1"), (2, "k2"), (2, "k9"),
+                                                                      (3, "k3")]
+    nine = records[3]
+    assert {k: v for k, v in nine.items() if k not in ("token_logprobs", "run_created_at", "example_id")} == dict(
+        run_id=ids["newer"], example_key="k9", row_index=2, category="billing",
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "q9"}], reference="r9",
+        output="answer nine", finish_reason="length", output_tokens=3, prompt_tokens=11,
+        failures=["truncated", "repetition"], error=None, latency_ms=12.5, ref_nll=2.5, ref_tokens=4,
+        metrics={"bleu": 7.0, "rougeL": None}, run_name="newer", model="m-new", dataset="support.jsonl",
+        split="test", turns="last", turn_index=3, conversation_id="c-9", source="crm", tags=["hard", "vip"],
+        metadata={"ticket": 42})
+    assert nine["token_logprobs"] == pytest.approx([-0.5, -0.25, -1.0])
+    assert nine["run_created_at"] == (T0 + dt.timedelta(days=2)).isoformat()
+    assert nine["example_id"] == ex["k9"]
+    assert list(records[1]["metrics"]) == ["bleu", "rougeL"]  # sorted by name
+    assert records[1]["failures"] == ["error"] and records[0]["failures"] == []
