@@ -176,3 +176,56 @@ def test_export_rows_hold_every_field_in_dataset_order_across_chunks(store):
     assert nine["example_id"] == ex["k9"]
     assert list(records[1]["metrics"]) == ["bleu", "rougeL"]  # sorted by name
     assert records[1]["failures"] == ["error"] and records[0]["failures"] == []
+
+
+def test_names_and_categories_come_sorted_whatever_the_insertion_order(any_engine):
+    sf = db.session_factory(any_engine)
+    with sf.begin() as s:
+        ds = db.get_or_create_dataset(session=s, name="d.jsonl", split="test")
+        keys = db.upsert_examples(session=s, dataset_id=ds, examples=[
+            dict(key=f"k{i}", row_index=i, messages=[{"role": "user", "content": "q"}], category=c)
+            for i, c in enumerate(["zulu", "alpha", "mike"])])
+        run = db.create_run(session=s, name="r", model="m", backend="transformers", dataset_id=ds)
+        db.insert_results(session=s, run_id=run, results=[
+            dict(example_id=keys[f"k{i}"], output="x", output_tokens=1, finish_reason="stop",
+                 metrics={"zeta": 1.0, "alpha": 2.0, "mu": 3.0}) for i in range(3)],
+            higher_is_better={"zeta": True, "alpha": True, "mu": True})
+    with sf() as s:
+        assert db.run_categories(session=s, run_id=run) == ["alpha", "mike", "zulu"]
+        assert db.run_metric_names(session=s, run_id=run) == ["alpha", "mu", "zeta"]
+
+
+def test_overall_aggregates_in_the_run_list_are_the_whole_run_rows_with_their_ci(store):
+    sf, ids = store
+    with sf.begin() as s:
+        db.replace_aggregates(session=s, run_id=ids["newer"], rows=[
+            dict(metric="bleu", slice="", kind="mean", n=4, value=11.5, ci_low=10.2, ci_high=12.8),
+            dict(metric="bleu", slice="category=tech", kind="mean", n=1, value=99.0, ci_low=98.0, ci_high=99.5),
+            dict(metric="bleu", slice="", kind="corpus", n=4, value=30.0, ci_low=None, ci_high=None)])
+    with sf() as s:
+        runs = {r["id"]: r for r in db.list_runs(session=s)}
+    assert runs[ids["newer"]]["aggregates"] == {"bleu": {"mean": (11.5, 10.2, 12.8, 4), "corpus": (30.0, None, None, 4)}}
+    assert runs[ids["older"]]["aggregates"] == {}
+
+
+def test_a_null_adapter_and_a_backslash_are_searched_literally(store):
+    sf, ids = store
+    with sf.begin() as s:
+        db.update_run(session=s, run_id=ids["third"], adapter="C:\\lora\\v2")
+    with sf() as s:
+        assert [r["name"] for r in db.list_runs(session=s, model="xx")] == []  # a NULL adapter is no text
+        assert [r["name"] for r in db.list_runs(session=s, model="\\lora\\")] == ["third"]
+        assert [r["name"] for r in db.list_runs(session=s, model="C:\\\\lora")] == []
+
+
+def test_a_review_queue_holds_at_most_500_examples_by_default(any_engine):
+    sf = db.session_factory(any_engine)
+    with sf.begin() as s:
+        ds = db.get_or_create_dataset(session=s, name="big.jsonl", split="test")
+        keys = db.upsert_examples(session=s, dataset_id=ds, examples=[
+            dict(key=f"k{i}", row_index=i, messages=[{"role": "user", "content": "q"}]) for i in range(501)])
+        run = db.create_run(session=s, name="r", model="m", backend="transformers", dataset_id=ds)
+        db.insert_results(session=s, run_id=run, results=[
+            dict(example_id=keys[f"k{i}"], output="x", output_tokens=1, finish_reason="stop") for i in range(501)])
+    with sf() as s:
+        assert len(db.selected_example_ids(session=s, query=db.ResultQuery(run_id=run))) == 500
