@@ -9,7 +9,6 @@ time limits) into the same unwinding as Ctrl-C: committed batches stay, the run 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import os
 import secrets
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import db
+from db._models import utcnow  # the store's own clock convention (naive UTC)
 from evaluator.config import ConfigError
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class WriterLease:
 
     def fields(self) -> dict:
         """Columns for ``db.create_run``: a new run is leased by its creator from the first commit."""
-        return dict(writer=self.writer, heartbeat_at=_utcnow())
+        return dict(writer=self.writer, heartbeat_at=utcnow())
 
     def adopt(self, run_id: int) -> None:
         """A run created with ``fields()``: already ours."""
@@ -94,7 +94,7 @@ class WriterLease:
                                         dead_writer=holder["writer"])
         if holder is not None:
             beat = holder["heartbeat_at"]
-            ago = f"{(_utcnow() - beat).total_seconds():.0f} s ago" if beat else "never"
+            ago = f"{(utcnow() - beat).total_seconds():.0f} s ago" if beat else "never"
             host, _, rest = (holder["writer"] or "?").partition(":")
             pid = rest.split(":", 1)[0]
             raise RunBusyError(
@@ -159,7 +159,3 @@ def _dead_here(writer: Optional[str]) -> bool:
     except (OSError, IndexError):
         return False
     return state in ("Z", "X")
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)

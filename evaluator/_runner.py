@@ -31,6 +31,7 @@ baselines (``outputs:FILE``, ``openai:MODEL``) run on rank 0 alone.
 from __future__ import annotations
 
 import dataclasses
+import signal
 import logging
 import time
 from collections import Counter
@@ -61,7 +62,7 @@ class RunInterrupted(RunError):
     @property
     def exit_code(self) -> int:
         """128 + the signal's number, as a shell reports a process stopped by it."""
-        return 143 if self.signal_name == "SIGTERM" else 130
+        return 128 + signal.Signals[self.signal_name].value
 
 
 def _no_examples_error(dataset: str, rejected: list) -> ConfigError:
