@@ -22,11 +22,10 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from evaluator.models._loading import ModelResolutionError, ResolvedModel
+from evaluator.models._loading import ModelResolutionError, ResolvedModel, _has_tokenizer
 from evaluator.models._select import BackendError, describe_model, external_kind
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 ENDPOINT_CHECK_TIMEOUT_S = 10.0
 
@@ -95,7 +94,7 @@ def _check_resolved(resolved: ResolvedModel, role: str) -> None:
             raise ModelResolutionError(f"adapter {adapter} has adapter_config.json but no adapter weights "
                                        "(adapter_model.safetensors or .bin)")
     tok = Path(resolved.tokenizer_source).expanduser()
-    if tok.is_dir() and not any((tok / f).is_file() for f in TOKENIZER_FILES):
+    if tok.is_dir() and not _has_tokenizer(str(tok)):
         raise ModelResolutionError(f"{role}: no tokenizer in {tok} (tokenizer.json, tokenizer_config.json or "
                                    "tokenizer.model); save the tokenizer next to the model")
 
