@@ -222,13 +222,20 @@ def loader(model, adapter, **kw):
         backend.generate = generate
     return backend
 
-model, data, url = sys.argv[1:4]
+model, data, url, out = sys.argv[1:5]
 cfg = build_config(overrides=dict(model=model, dataset=data, db=url, max_new_tokens=2, batch_size=1,
                                   backend="transformers", metrics=["exact_match"]))
+# Each rank writes its outcome to its own file: two processes printing to one shared pipe is not a
+# record the test can rely on, and "returned" or another exception must show up too.
 try:
     run_evaluation(cfg, loader=loader, progress=False)
+    outcome = "returned without an error"
 except RunError as exc:
-    print(f"rank {os.environ['RANK']}: {exc}")
+    outcome = str(exc)
+except BaseException as exc:
+    outcome = f"raised {type(exc).__name__}: {exc}"
+with open(os.path.join(out, f"rank{os.environ['RANK']}.txt"), "w") as f:
+    f.write(outcome)
 """
 
 
@@ -237,13 +244,14 @@ def test_a_failure_on_one_rank_fails_the_run_on_every_rank_and_keeps_its_batches
     url = f"sqlite:///{tmp_path / 'store.sqlite'}"
     script = tmp_path / "failing_rank.py"
     script.write_text(FAILING_RANK_SCRIPT)
-    proc = subprocess.run(torchrun(2, str(script), str(varied_dir), str(data), url), cwd=ROOT, env=env(),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(torchrun(2, str(script), str(varied_dir), str(data), url, str(tmp_path)), cwd=ROOT,
+                          env=env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]  # every rank returned (nobody hung)
-    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if line.startswith("rank "))
-    assert "rank 1" in lines, (proc.stdout, proc.stderr[-6000:])
-    assert "failed: rank 1: RuntimeError: simulated crash on rank 1" in lines["rank 0"]  # names the rank
-    assert "failed: RuntimeError: simulated crash on rank 1" in lines["rank 1"]
+    outcomes = {rank: (tmp_path / f"rank{rank}.txt").read_text() for rank in (0, 1)
+                if (tmp_path / f"rank{rank}.txt").is_file()}
+    assert set(outcomes) == {0, 1}, (outcomes, proc.stdout, proc.stderr[-6000:])
+    assert "failed: rank 1: RuntimeError: simulated crash on rank 1" in outcomes[0], outcomes  # names the rank
+    assert "failed: RuntimeError: simulated crash on rank 1" in outcomes[1], outcomes
     engine = db.make_engine(url)
     try:
         with db.session_factory(engine)() as s:
