@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.fresh:
         shutil.rmtree(ROOT / "mutants", ignore_errors=True)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    # SQLite only (tests/conftest.py, STORES): a PostgreSQL server per mutant would cost more than its tests.
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               EVAL_TEST_STORES="sqlite", OMP_NUM_THREADS="1")
     started = time.monotonic()
     code = _run(["run", "--max-children", str(max(1, args.workers))], env).returncode
     if code not in (0,):

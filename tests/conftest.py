@@ -63,6 +63,13 @@ collect_ignore = [] if _ilu.find_spec("unsloth") else ["test_unsloth_backend.py"
 # ------------------------------------------------------------------ PostgreSQL
 # A real PostgreSQL server (Debian's binaries, installed by scripts/setup.sh --tests) started once per
 # test session on a loopback port, in a temporary data directory; one fresh database per test.
+#
+# STORES: the backends the store suite runs on. `make mutation` sets EVAL_TEST_STORES=sqlite: mutmut
+# runs every mutant in a new pytest session, and starting a server for each costs more than the test.
+# The query code it mutates is the same Python for both; `make test` always runs both.
+STORES = [s.strip() for s in os.environ.get("EVAL_TEST_STORES", "sqlite,postgresql").split(",") if s.strip()]
+if not STORES or set(STORES) - {"sqlite", "postgresql"}:
+    raise RuntimeError(f"EVAL_TEST_STORES={os.environ['EVAL_TEST_STORES']!r}: expected sqlite, postgresql or both")
 
 import glob as _glob  # noqa: E402
 import shutil as _shutil  # noqa: E402
@@ -119,7 +126,7 @@ def pg_url(postgres_server) -> str:
     return f"postgresql+psycopg://{user}@{host}:{port}/{name}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 def any_store_url(request, tmp_path) -> str:
     """A fresh store migrated to head, on SQLite and on PostgreSQL (the store suite runs on both)."""
     from db import open_store
@@ -165,7 +172,7 @@ def _new_pg_database(server) -> str:
     return f"postgresql+psycopg://{user}@{host}:{port}/{name}"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=STORES)
 def new_store_url(request, tmp_path_factory):
     """A function returning the URL of a fresh, empty store, on SQLite and on PostgreSQL.
 

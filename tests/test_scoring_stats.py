@@ -191,3 +191,62 @@ def test_large_resample_matrices_come_in_blocks_that_still_resample_every_exampl
     stacked = np.vstack(blocks)
     assert stacked.shape == (40, 50) and np.all(stacked.sum(axis=1) == 50)
     assert np.array_equal(np.vstack(list(_stats.resample_counts(50, 40, 7))), stacked)  # reproducible
+
+
+# ---------------------------------------------------------------- arguments reach the bootstrap
+# Each test below was written against a surviving mutant of `make mutation` (docs/mutation.md): an
+# argument dropped or replaced on its way to the resampling, or a size boundary moved by one.
+
+def test_mean_ci_uses_the_seed_resample_count_and_confidence_it_is_given():
+    x = np.array([0.0, 1.0, 1.0, 3.0, 7.0, 2.0, 0.5, 4.0])
+    for seed, n_resamples, confidence in ((5, 300, 0.8), (SACREBLEU_SEED, 250, 0.9)):
+        mean, low, high = mean_ci(x, seed=seed, n_resamples=n_resamples, confidence=confidence)
+        means = bootstrap_means(x, n_resamples=n_resamples, seed=seed)
+        assert len(means) == n_resamples
+        assert (mean, low, high) == (float(x.mean()), *bca_interval(x, means, confidence))
+    assert mean_ci(x, seed=5) != mean_ci(x, seed=6)  # the seed decides the draws
+
+
+def test_mean_ci_has_an_interval_from_two_values_on():
+    mean, low, high = mean_ci([1.0, 3.0])
+    assert mean == 2.0 and low is not None and 1.0 <= low <= high <= 3.0
+    assert mean_ci([4.0]) == (4.0, None, None)
+    assert np.isnan(mean_ci([])[0]) and mean_ci([])[1:] == (None, None)
+
+
+def _percentile_ci(stats, score, *, n_resamples, seed, confidence, dtype):
+    """corpus_ci's interval rebuilt from the resampled sums (the same draws as sacrebleu's)."""
+    from evaluator.scoring._stats import _resampled_sums
+
+    (sums,) = _resampled_sums([stats], n_resamples, seed)
+    scores = np.array([score(row) for row in sums.astype(dtype)], dtype=np.float64)
+    alpha = (1 - confidence) / 2
+    return tuple(float(v) for v in np.percentile(scores, [100 * alpha, 100 * (1 - alpha)]))
+
+
+def test_corpus_ci_edges_default_dtype_and_confidence():
+    def score(summed):
+        return float(summed[0] / summed[1])
+
+    rows = np.array([[3.0, 4.0], [1.0, 4.0], [4.0, 4.0], [0.0, 4.0], [2.0, 4.0]])
+    assert corpus_ci(rows[:0], score) == (None, None, None)
+    assert corpus_ci(rows[:1], score) == (0.75, None, None)
+    value, low, high = corpus_ci(rows[:2], score)  # two rows already have an interval
+    assert value == 0.5 and low is not None and 0.25 <= low <= high <= 0.75
+    value, low, high = corpus_ci(rows, score, n_resamples=400, seed=3, confidence=0.8)  # float64 by default
+    assert value == 0.5
+    assert (low, high) == _percentile_ci(rows, score, n_resamples=400, seed=3, confidence=0.8, dtype="float64")
+    wide = corpus_ci(rows, score, n_resamples=400, seed=3)
+    assert wide[1] <= low and high <= wide[2] and (wide[1], wide[2]) != (low, high)
+
+
+def test_corpus_ci_sums_in_the_dtype_it_is_given():
+    """sacrebleu sums BLEU and chrF statistics in float32; past 2**24 that rounds, and the CI must
+    round the same way rather than silently use float64."""
+    def score(summed):
+        return float(summed[0] % 8)  # sensitive to the last bits of a large sum
+
+    rows = np.array([[2.0 ** 24 + k] for k in (1, 3, 5, 7, 9, 11)])
+    got = corpus_ci(rows, score, n_resamples=200, seed=1, dtype="float32")
+    assert got[1:] == _percentile_ci(rows, score, n_resamples=200, seed=1, confidence=0.95, dtype="float32")
+    assert got[1:] != corpus_ci(rows, score, n_resamples=200, seed=1, dtype="float64")[1:]
