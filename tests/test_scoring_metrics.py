@@ -408,3 +408,25 @@ def test_worker_pool_gives_identical_numbers_and_falls_back_when_a_metric_cannot
         assert "scoring in this process instead" in caplog.text
     finally:
         del sys.modules[mod.__name__]
+
+
+def test_segment_statistics_computed_in_workers_are_kept_by_this_process(caplog):
+    """finalize_run and comparisons read BLEU/chrF statistics from this process's memo: the pool's
+    workers send back what they computed, so none of it is computed twice. (Written against
+    surviving mutants of ``make mutation``: statistics not collected, not absorbed, or stored empty.)"""
+    from evaluator.scoring import _text
+
+    samples = [Sample(output=f"{o} #{i}", reference=r) for i, (o, r) in enumerate(PAIRS * 3)]
+    _text.clear_segment_stats()
+    try:
+        with caplog.at_level("WARNING"):
+            score_samples(samples, get_metrics(["bleu", "chrf"]), workers=2, chunk_size=4)
+        assert "in this process instead" not in caplog.text  # the workers did the scoring
+        for kind in ("corpus_bleu", "chrf"):
+            for s in samples:
+                key = (kind, _text._digest(s.output, s.reference))
+                expected = _text._sacre(kind)._extract_corpus_statistics([s.output], [[s.reference]])[0]
+                assert _text._SEGMENT_STATS.get(key) == expected, (kind, s.output)
+        assert _text.collect_segment_stats(False) == []  # this process records nothing for workers
+    finally:
+        _text.clear_segment_stats()
