@@ -1,11 +1,10 @@
 """Model backends. Importing this package is cheap: torch/transformers/unsloth load inside the backends."""
-from evaluator.models._base import Backend
+from evaluator.models._base import Backend, BackendError
 from evaluator.models._chat import NAMED_TEMPLATES, ChatTemplateError
 from evaluator.models._loading import ModelResolutionError, ResolvedModel, resolve_model
 from evaluator.models._select import (
     BACKENDS,
     EXTERNAL,
-    BackendError,
     ModelIdentity,
     choose_backend,
     describe_model,

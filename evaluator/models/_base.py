@@ -18,6 +18,13 @@ from evaluator.types import Generation, GenerationSettings, Message
 OnBatch = Callable[[list[int], list[Generation]], None]
 
 
+class BackendError(RuntimeError):
+    """The requested backend cannot run here; the message says why and what to use instead.
+
+    Defined here, below every backend module, so that a backend (``_openai.py``) and the module that
+    chooses backends (``_select.py``) can both raise it without importing each other."""
+
+
 @runtime_checkable
 class Backend(Protocol):
     name: str  # "transformers" | "unsloth" | "outputs" | "openai"

@@ -30,6 +30,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any, Optional, Sequence
 
+from evaluator.models._base import BackendError
 from evaluator.types import Generation, GenerationSettings, Message
 
 log = logging.getLogger(__name__)
@@ -209,8 +210,6 @@ class OpenAIBackend:
     def generate(self, conversations: Sequence[Sequence[Message]], settings: GenerationSettings, *,
                  on_batch=None, progress: bool = True) -> list[Generation]:
         from tqdm.auto import tqdm
-
-        from evaluator.models._select import BackendError
 
         n = len(conversations)
         results: list[Optional[Generation]] = [None] * n

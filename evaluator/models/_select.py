@@ -12,8 +12,10 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from evaluator.models._base import Backend
+from evaluator.models._base import Backend, BackendError
 from evaluator.models._loading import ResolvedModel, resolve_model
+from evaluator.models._openai import load_openai
+from evaluator.models._outputs import OutputsFileError, load_outputs, read_outputs
 
 log = logging.getLogger(__name__)
 
@@ -21,10 +23,6 @@ BACKENDS = ("transformers", "unsloth")
 EXTERNAL = ("outputs", "openai")  # prefixes of a model spec that name a backend without weights
 # load_backend options used only by the openai backend (the others take the model-loading ones).
 API_OPTIONS = ("base_url", "api_key_env", "concurrency", "request_timeout", "max_retries")
-
-
-class BackendError(RuntimeError):
-    """The requested backend cannot run here; the message says why and what to use instead."""
 
 
 def unsloth_available() -> bool:
@@ -89,8 +87,6 @@ def describe_model(model: str, adapter: Optional[str] = None) -> ModelIdentity:
     if kind is not None and adapter:
         raise BackendError(f"--adapter does not apply to {model}: an adapter needs local weights")
     if kind == "outputs":
-        from evaluator.models._outputs import OutputsFileError, read_outputs
-
         try:
             name = read_outputs(model.split(":", 1)[1]).generator
         except OutputsFileError as exc:
@@ -108,13 +104,10 @@ def describe_model(model: str, adapter: Optional[str] = None) -> ModelIdentity:
 
 def _load_external(kind: str, spec: str, options: dict[str, Any]) -> Backend:
     if kind == "outputs":
-        from evaluator.models._outputs import OutputsFileError, load_outputs
-
         try:
             return load_outputs(spec)
         except OutputsFileError as exc:
             raise BackendError(str(exc)) from None
-    from evaluator.models._openai import load_openai
 
     if not spec:
         raise BackendError("openai:MODEL needs a model name after the colon, e.g. openai:gpt-4o-mini")

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from evaluator.models._loading import ModelResolutionError, ResolvedModel, _has_tokenizer
-from evaluator.models._select import BackendError, describe_model, external_kind
+from evaluator.models._base import BackendError
+from evaluator.models._select import describe_model, external_kind
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
