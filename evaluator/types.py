@@ -89,3 +89,11 @@ class Sample:
     prompt_truncated: bool = False
     error: Optional[str] = None
     category: Optional[str] = None
+
+
+def reference_of(sample: Sample) -> Optional[str]:
+    """The sample's reference, or None when it has none (missing or blank)."""
+    ref = sample.reference
+    if ref is None or not ref.strip():
+        return None
+    return ref

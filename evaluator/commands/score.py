@@ -43,7 +43,7 @@ def register(sub) -> None:
 
 
 def _needs(spec, sample, stored: dict, force: bool) -> bool:
-    from evaluator.scoring._text import reference_of
+    from evaluator.types import reference_of
 
     if spec.needs_reference and reference_of(sample) is None:
         return False  # not applicable: nothing to store

@@ -15,7 +15,8 @@ import logging
 import math
 from typing import Any, Mapping, Optional, Sequence
 
-from evaluator.scoring._registry import MetricSpec, builtin_metrics, get_spec
+from evaluator.scoring._catalogue import builtin_metrics, get_spec
+from evaluator.scoring._registry import MetricSpec
 from evaluator.scoring._stats import MEAN_CI_METHOD, N_RESAMPLES, SACREBLEU_SEED, corpus_ci, mean_ci
 from evaluator.scoring._store import StoredSample, corpus_eligible, corpus_stats, slice_members, stored_samples
 

@@ -18,7 +18,7 @@ import logging
 from typing import Any, Optional, Sequence
 
 from evaluator.scoring._aggregate import Values, _finite, ordered_metrics
-from evaluator.scoring._registry import get_spec
+from evaluator.scoring._catalogue import get_spec
 from evaluator.scoring._stats import (
     PAIRED_CORPUS_METHOD,
     PAIRED_MEAN_METHOD,

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from evaluator.scoring._registry import MetricSpec
-from evaluator.scoring._text import reference_of
-from evaluator.types import Sample
+from evaluator.types import Sample, reference_of
 
 
 def _offline() -> bool:

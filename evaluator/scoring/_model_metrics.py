@@ -12,8 +12,7 @@ import math
 from typing import Optional, Sequence
 
 from evaluator.scoring._registry import CorpusAggregate, register_metric
-from evaluator.scoring._text import reference_of
-from evaluator.types import Sample
+from evaluator.types import Sample, reference_of
 
 
 def reference_nll(sample: Sample) -> Optional[tuple[float, int]]:

@@ -18,12 +18,15 @@ Users add a metric without touching the runner, in either of two ways::
 
 and then ``--metric mypkg.mymetrics:shouting`` (the module is imported, which registers it), or
 ``--metric evaluate:PATH`` for a Hugging Face ``evaluate`` metric directory (see ``_evaluate_hf.py``).
+
+This module is the bottom of the scoring package, as ``lm_eval/api/registry.py`` is in
+lm-evaluation-harness: it imports no metric module; metric modules import it to register. Looking
+metrics up by name (built-ins, ``module:name`` plug-ins, ``evaluate:``) is ``_catalogue.py``, above both.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 if TYPE_CHECKING:  # numpy is imported lazily by the aggregations that need it
     import numpy as np
@@ -106,85 +109,3 @@ def add_metric(spec: MetricSpec, *, replace: bool = False) -> MetricSpec:
         raise ValueError(f"a different metric is already registered as {spec.name!r}; pass replace=True")
     _REGISTRY[spec.name] = spec
     return spec
-
-
-def known_metrics() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
-
-
-def builtin_metrics() -> list[str]:
-    """Names of the built-in metrics, in display order."""
-    _load_builtins()
-    from evaluator.scoring._builtin import BUILTIN_ORDER
-
-    return list(BUILTIN_ORDER)
-
-
-def _load_builtins() -> None:
-    import evaluator.scoring._builtin  # noqa: F401  (registers on import)
-
-
-def _from_module(ref: str) -> MetricSpec:
-    module_name, _, attr = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"--metric {ref}: cannot import module {module_name!r}: {exc}") from None
-    obj = module
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            raise ValueError(f"--metric {ref}: module {module_name!r} has no attribute {attr!r}")
-    if isinstance(obj, MetricSpec):
-        return add_metric(obj) if obj.name not in _REGISTRY else _REGISTRY[obj.name]
-    spec = getattr(obj, "metric_spec", None)
-    if isinstance(spec, MetricSpec):
-        return spec
-    if not callable(obj):
-        raise ValueError(f"--metric {ref}: {attr!r} is neither a function nor a MetricSpec")
-    # A plain function: register it under its own name, direction from an attribute if it has one.
-    spec = MetricSpec(name=getattr(obj, "__name__", attr), fn=obj,
-                      higher_is_better=getattr(obj, "higher_is_better", True),
-                      needs_reference=getattr(obj, "needs_reference", False),
-                      description=(obj.__doc__ or "").strip())
-    return add_metric(spec)
-
-
-def get_metrics(names: Optional[Iterable[str]] = None) -> list[MetricSpec]:
-    """Resolve metric names to specs. ``None`` → all built-ins.
-
-    A name is a registered metric (``bleu``, ``rougeL`` ...), ``module:function`` (imported; the
-    function may carry ``@register_metric``), or ``evaluate:NAME_OR_PATH`` (loaded once). Unknown
-    names raise ``ValueError`` listing the known ones.
-    """
-    _load_builtins()
-    if names is None:
-        return [_REGISTRY[n] for n in builtin_metrics()]
-    specs: list[MetricSpec] = []
-    seen: set[str] = set()
-    for raw in names:
-        name = raw.strip()
-        if name.startswith("evaluate:"):
-            from evaluator.scoring._evaluate_hf import evaluate_metric
-
-            spec = evaluate_metric(name[len("evaluate:"):])
-        elif name in _REGISTRY:
-            spec = _REGISTRY[name]
-        elif ":" in name:
-            spec = _from_module(name)
-        else:
-            raise ValueError(
-                f"unknown metric {name!r}; known: {', '.join(known_metrics())} "
-                "(or 'module:function' for your own, 'evaluate:PATH' for an evaluate metric)"
-            )
-        if spec.name not in seen:
-            seen.add(spec.name)
-            specs.append(spec)
-    return specs
-
-
-def get_spec(name: str) -> Optional[MetricSpec]:
-    """The registered spec of a metric name, if any (used to find directions and corpus rules)."""
-    _load_builtins()
-    return _REGISTRY.get(name)

@@ -23,9 +23,10 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Iterable, Iterator, Optional, Sequence, Union
 
-from evaluator.scoring._registry import MetricSpec, get_metrics
-from evaluator.scoring._text import absorb_segment_stats, reference_of
-from evaluator.types import Sample
+from evaluator.scoring._catalogue import get_metrics
+from evaluator.scoring._registry import MetricSpec
+from evaluator.scoring._text import absorb_segment_stats, collect_segment_stats
+from evaluator.types import Sample, reference_of
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,6 @@ def score_one(sample: Sample, metrics: Sequence[MetricSpec]) -> dict[str, Value]
 def _score_chunk(samples: Sequence[Sample], metrics: Sequence[MetricSpec]):
     """Worker task: the chunk's values, plus the BLEU/chrF segment statistics computed on the way
     (the parent keeps them, so its finalize_run does not compute them again)."""
-    from evaluator.scoring._text import collect_segment_stats
-
     collect_segment_stats(True)
     try:
         values = [score_one(s, metrics) for s in samples]
@@ -97,9 +96,7 @@ def _warm(_: int = 0) -> int:
     import os
     import time
 
-    from evaluator.scoring._registry import get_metrics as _get
-
-    score_one(Sample(output="warm up", reference="warm up"), _get())
+    score_one(Sample(output="warm up", reference="warm up"), get_metrics())
     time.sleep(0.05)  # stay busy a moment, so that the next warm-up task goes to another worker
     return os.getpid()
 

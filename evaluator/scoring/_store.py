@@ -14,8 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from evaluator.scoring._registry import MetricSpec
-from evaluator.scoring._text import reference_of
-from evaluator.types import Sample
+from evaluator.types import Sample, reference_of
 
 
 @dataclass

@@ -17,15 +17,7 @@ from functools import lru_cache
 from typing import Optional, Sequence
 
 from evaluator.scoring._registry import CorpusAggregate, register_metric
-from evaluator.types import Sample
-
-
-def reference_of(sample: Sample) -> Optional[str]:
-    """The sample's reference, or None when it has none (missing or blank)."""
-    ref = sample.reference
-    if ref is None or not ref.strip():
-        return None
-    return ref
+from evaluator.types import Sample, reference_of
 
 
 def _is_empty(text: Optional[str]) -> bool:
