@@ -1,4 +1,5 @@
 """The result store: schema, connection, and every query. Imports neither evaluator nor dashboard."""
+from db._errors import UserError
 from db._engine import (
     DEFAULT_URL,
     ENV_VAR,

@@ -18,6 +18,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from db._errors import UserError
+
 ENV_VAR = "EVAL_DB_URL"
 DEFAULT_URL = "sqlite:///eval_store.sqlite"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -30,7 +32,7 @@ SUPPORTED = "sqlite:///PATH (a file; a bare path works too) or postgresql+psycop
 log = logging.getLogger(__name__)
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """A problem with the store that the user can fix; the message says how."""
 
 

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from db._errors import UserError
 from db._models import (
     Aggregate,
     Annotation,
@@ -264,7 +265,7 @@ def replace_comparisons(*, session: Session, run_a_id: int, run_b_id: int, rows:
         ])
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """A verdict that cannot be saved; the message says why."""
 
 

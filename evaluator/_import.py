@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from evaluator.errors import UserError
 from evaluator.types import Rejected, Sample
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ RESULT_BATCH = 1000
 EXPORT_FAILED = "failed in the exported run (the export has no error text)"
 
 
-class ImportFileError(ValueError):
+class ImportFileError(UserError, ValueError):
     """The file as a whole cannot be imported; the message says why and what to do."""
 
 

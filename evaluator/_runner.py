@@ -41,6 +41,7 @@ from typing import Any, Callable, Mapping, Optional
 import db
 from evaluator._lease import WriterLease, signal_name, stop_signals
 from evaluator.config import OPERATIONAL_KEYS, ConfigError, RunConfig, build_config
+from evaluator.errors import UserError
 from evaluator.types import Example, Generation, Sample
 
 log = logging.getLogger(__name__)
@@ -260,13 +261,6 @@ def _backend_options(config: RunConfig, device: str) -> dict[str, Any]:
                 request_timeout=config.request_timeout, max_retries=config.max_retries)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions whose message the user acts on as it is (no RunError wrapping)."""
-    from evaluator.models import BackendError, ChatTemplateError
-
-    return (db.StoreError, ConfigError, BackendError, ChatTemplateError)
-
-
 def _error_text(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
         return f"interrupted by {signal_name(exc)}"
@@ -472,7 +466,7 @@ def _evaluate_model(*, ctx, sf, config: RunConfig, dataset_id: int, examples: li
                              f"{len(examples)} examples are committed and kept; finish it with '{resume}'",
                              signal_name(exc)) from exc
     if exc is not None:
-        if isinstance(exc, _user_errors()):
+        if isinstance(exc, UserError):
             raise exc  # a message the user acts on as it is; the run row says "failed" with the same text
         raise RunError(f"run {run_id} ('{name}') failed: {_error_text(exc)}. Committed batches are kept: "
                        f"resume with '{resume}'") from exc

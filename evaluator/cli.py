@@ -10,6 +10,8 @@ import importlib
 import logging
 import sys
 
+from evaluator.errors import UserError
+
 # Order is the order shown by --help.
 COMMANDS = ["run", "runs", "rejected", "export", "score", "compare", "demo", "import_run"]
 
@@ -45,11 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    from db import StoreError
-
     try:
         return int(args.func(args) or 0)
-    except StoreError as exc:  # one line that says what to do, never a traceback
+    except UserError as exc:  # one line that says what to do, never a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

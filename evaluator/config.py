@@ -28,6 +28,7 @@ from typing import Any, Literal, Mapping, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
+from evaluator.errors import UserError
 from evaluator.types import GenerationSettings
 
 # Keys that may differ between the first attempt of a run and its --resume (they do not change outputs).
@@ -36,7 +37,7 @@ OPERATIONAL_KEYS = frozenset({"db", "resume", "batch_size", "max_batch_size", "d
                               "concurrency", "request_timeout", "max_retries"})
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration the user must fix; the message is one line saying what and where."""
 
 

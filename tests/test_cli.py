@@ -161,3 +161,43 @@ def test_help_does_not_import_torch():
             "print(sorted(m for m in ('torch', 'transformers', 'unsloth') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def _user_error_types() -> list[type]:
+    from evaluator._import import ImportFileError
+    from evaluator._lease import RunBusyError
+    from evaluator.config import ConfigError
+    from evaluator.data import DataError
+    from evaluator.models import BackendError, ChatTemplateError, ModelResolutionError
+    from evaluator.models._outputs import OutputsFileError
+
+    return [db.StoreError, db.AnnotationError, ConfigError, RunBusyError, DataError, BackendError,
+            ChatTemplateError, ModelResolutionError, ImportFileError, OutputsFileError]
+
+
+@pytest.mark.parametrize("error", _user_error_types(), ids=lambda t: t.__name__)
+def test_every_user_error_is_one_line_and_status_2_from_any_command(error, monkeypatch, capsys):
+    """One type (evaluator.errors.UserError), handled once in cli.main, for every command."""
+    from evaluator.commands import runs as runs_cmd
+    from evaluator.errors import UserError
+
+    assert issubclass(error, UserError)
+
+    def fails(args):
+        raise error("the store at X is read-only: pass --db with a writable path")
+
+    monkeypatch.setattr(runs_cmd, "main", fails)
+    assert main(["runs"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: the store at X is read-only: pass --db with a writable path\n"
+
+
+def test_an_error_that_is_not_the_users_keeps_its_traceback(monkeypatch):
+    from evaluator.commands import runs as runs_cmd
+
+    def fails(args):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(runs_cmd, "main", fails)
+    with pytest.raises(KeyError):
+        main(["runs"])

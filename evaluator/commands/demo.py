@@ -147,10 +147,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
 
     from evaluator._runner import RunError
-    from evaluator.config import ConfigError
-    from evaluator.data import DataError
     from evaluator.demo import build_demo_models
-    from evaluator.models import BackendError, ChatTemplateError, ModelResolutionError
 
     started = time.perf_counter()
     models = build_demo_models(args.cache, progress=args.progress, rebuild=args.rebuild)
@@ -159,7 +156,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"demo models {how} {models.base_dir.parent}")
     try:
         evaluate_versions(models, url=url, force=args.rebuild or not models.reused, progress=args.progress)
-    except (ConfigError, DataError, BackendError, ChatTemplateError, ModelResolutionError, RunError) as exc:
+    except RunError as exc:  # a UserError goes up to cli.main
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"evaluated in {time.perf_counter() - built:.0f} s; results in {url}")

@@ -126,14 +126,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(args: argparse.Namespace) -> int:
     from evaluator._runner import RunError, RunInterrupted, resume_config, run_evaluation
-    from evaluator.config import ConfigError, build_config
-    from evaluator.data import DataError
-    from evaluator.models import BackendError, ChatTemplateError, ModelResolutionError
+    from evaluator.config import build_config
 
     from evaluator.commands.runs import quiet_store_logs
 
     quiet_store_logs()
-    user_errors = (ConfigError, DataError, BackendError, ChatTemplateError, ModelResolutionError)
     try:
         overrides = _overrides(args)
         file = getattr(args, "config", None)
@@ -146,9 +143,6 @@ def main(args: argparse.Namespace) -> int:
         else:
             config = build_config(file, overrides)
         summary = run_evaluation(config, progress=getattr(args, "progress", True))
-    except user_errors as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except RunInterrupted as exc:
         print(f"stopped: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,8 +1,10 @@
 """Errors raised by the data package."""
 from __future__ import annotations
 
+from evaluator.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
     """A problem with the whole dataset (not found, unreadable, format undecidable).
 
     The message is one line that says what to do. Problems with single rows are never raised:

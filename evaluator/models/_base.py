@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
+from evaluator.errors import UserError
 from evaluator.types import Generation, GenerationSettings, Message
 
 OnBatch = Callable[[list[int], list[Generation]], None]
 
 
-class BackendError(RuntimeError):
+class BackendError(UserError, RuntimeError):
     """The requested backend cannot run here; the message says why and what to use instead.
 
     Defined here, below every backend module, so that a backend (``_openai.py``) and the module that

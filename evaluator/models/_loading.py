@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from evaluator.errors import UserError
+
 ADAPTER_CONFIG = "adapter_config.json"
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model")
 
 
-class ModelResolutionError(ValueError):
+class ModelResolutionError(UserError, ValueError):
     """``--model``/``--adapter`` do not name something loadable; the message says what to pass."""
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from evaluator.errors import UserError
 from evaluator.types import Generation, GenerationSettings, Message
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ _FINISH = ("stop", "length", "error")
 _SHOWN_REASONS = 20  # unmatched-row reasons kept with the run
 
 
-class OutputsFileError(ValueError):
+class OutputsFileError(UserError, ValueError):
     """The outputs file cannot be used; the message says why."""
 
 
