@@ -143,6 +143,30 @@ def _is_oom(exc: BaseException) -> bool:
     return should_reduce_batch_size(exc)
 
 
+def _batch_or_one_by_one(model, tokenizer, prompts: Sequence[Sequence[int]], idx: list[int], gen_config,
+                         stops: set[int], pad_id: int) -> list[Generation]:
+    """The prompts ``idx`` as one batch; if that fails with anything but out-of-memory (which the
+    caller handles by halving the batch), one prompt at a time, so one bad prompt costs only itself:
+    it gets an empty generation with finish reason "error" and the exception's text."""
+    try:
+        return _generate_batch(model, tokenizer, [prompts[i] for i in idx], gen_config, stops, pad_id)
+    except Exception as exc:
+        if _is_oom(exc) or len(idx) == 1:
+            raise
+        log.warning("batch of %d failed (%s); retrying one prompt at a time", len(idx), exc)
+    gens = []
+    for i in idx:
+        try:
+            gens.extend(_generate_batch(model, tokenizer, [prompts[i]], gen_config, stops, pad_id))
+        except Exception as exc:
+            if _is_oom(exc):
+                raise
+            log.warning("generation failed for prompt %d: %s", i, exc)
+            gens.append(Generation(text="", token_ids=[], tokens=[], logprobs=[], finish_reason="error",
+                                   prompt_tokens=len(prompts[i]), error=f"{type(exc).__name__}: {exc}"))
+    return gens
+
+
 def generate(model, tokenizer, prompts: Sequence[Sequence[int]], settings: GenerationSettings, *,
              stop_ids: Sequence[int], pad_id: Optional[int] = None,
              batch_size: Union[int, str] = "auto", max_batch_size: int = 128,
@@ -183,31 +207,11 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], settings: Gener
     bar = tqdm(total=n, desc=desc, unit="ex", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter()
 
-    def run_one_batch(idx: list[int]) -> list[Generation]:
-        batch = [prompts[i] for i in idx]
-        try:
-            return _generate_batch(model, tokenizer, batch, gen_config, stops, pad_id)
-        except Exception as exc:
-            if _is_oom(exc) or len(idx) == 1:
-                raise
-            log.warning("batch of %d failed (%s); retrying one prompt at a time", len(idx), exc)
-        gens = []
-        for i in idx:
-            try:
-                gens.extend(_generate_batch(model, tokenizer, [prompts[i]], gen_config, stops, pad_id))
-            except Exception as exc:
-                if _is_oom(exc):
-                    raise
-                log.warning("generation failed for prompt %d: %s", i, exc)
-                gens.append(Generation(text="", token_ids=[], tokens=[], logprobs=[], finish_reason="error",
-                                       prompt_tokens=len(prompts[i]), error=f"{type(exc).__name__}: {exc}"))
-        return gens
-
     @find_executable_batch_size(starting_batch_size=start, reduce_batch_size_fn=halve)
     def loop(size: int) -> None:
         while state["pos"] < n:
             idx = order[state["pos"]:state["pos"] + size]
-            gens = run_one_batch(idx)
+            gens = _batch_or_one_by_one(model, tokenizer, prompts, idx, gen_config, stops, pad_id)
             for i, g in zip(idx, gens):
                 if truncated is not None:
                     g.prompt_truncated = bool(truncated[i])

@@ -30,7 +30,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+import db
+from evaluator import _import_lm_eval as lm
+from evaluator.data import KeyAllocator, example_key
 from evaluator.errors import UserError
+from evaluator.scoring import (
+    failure_mask,
+    finalize_run,
+    get_metrics,
+    get_spec,
+    score_samples,
+)
 from evaluator.types import Rejected, Sample
 
 log = logging.getLogger(__name__)
@@ -157,11 +167,58 @@ def _messages(value: Any) -> list[dict[str, str]]:
     return out
 
 
+def _export_fields(rec: Any) -> dict[str, Any]:
+    """The checked fields of one export record; ``ValueError(reason)`` when it cannot be imported."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"record is {type(rec).__name__}, expected an object")
+    messages = _messages(rec.get("messages"))
+    reference, output = rec.get("reference"), rec.get("output")
+    if reference is not None and not isinstance(reference, str):
+        raise ValueError("reference is not text")
+    if not isinstance(output, str):
+        raise ValueError("no output text: not an export record")
+    turn = rec.get("turn_index")
+    turn = turn if isinstance(turn, int) and not isinstance(turn, bool) else _assistant_turns(messages)
+    finish = rec.get("finish_reason") or "stop"
+    if finish not in ("stop", "length", "error"):
+        raise ValueError(f"finish_reason {finish!r} is not stop, length or error")
+    failures = 0
+    for name in rec.get("failures") or []:
+        failures |= int(db.FailureKind.parse(str(name)))
+    metrics, bad = {}, None
+    for name, value in (rec.get("metrics") or {}).items():
+        if value is None:
+            metrics[name] = (None, EXPORT_FAILED)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            metrics[name] = float(value)
+        else:
+            bad = f"metric {name} is {value!r}, not a number"
+    if bad:
+        raise ValueError(bad)
+    return dict(messages=messages, reference=reference, output=output, turn=turn, finish=finish,
+                failures=failures, metrics=metrics)
+
+
+def _export_row(rec: dict[str, Any], f: dict[str, Any], key: str, index: int) -> Row:
+    logprobs = rec.get("token_logprobs")
+    return Row(
+        example=dict(key=key, messages=f["messages"], reference=f["reference"],
+                     row_index=_int(rec.get("row_index"), index), category=_text(rec.get("category")),
+                     conversation_id=_text(rec.get("conversation_id")), turn_index=f["turn"],
+                     source=_text(rec.get("source")),
+                     tags=[str(t) for t in rec.get("tags") or [] if isinstance(t, (str, int))],
+                     metadata=rec.get("metadata") if isinstance(rec.get("metadata"), dict) else {}),
+        result=dict(output=f["output"], finish_reason=f["finish"], failures=f["failures"],
+                    output_tokens=_int(rec.get("output_tokens"), 0), prompt_tokens=_int(rec.get("prompt_tokens"), 0),
+                    error=_text(rec.get("error")), latency_ms=_float(rec.get("latency_ms")),
+                    ref_nll=_float(rec.get("ref_nll")), ref_tokens=_int(rec.get("ref_tokens"), None),
+                    logprobs=[float(x) for x in logprobs] if isinstance(logprobs, list) and logprobs else None,
+                    metrics=f["metrics"]),
+        index=index)
+
+
 def read_export(path: Path) -> Parsed:
     """A ``python -m evaluator export`` JSONL -> rows (see the module docstring)."""
-    import db
-    from evaluator.data import KeyAllocator, example_key
-
     rows: list[Row] = []
     rejected: list[Rejected] = []
     keys = KeyAllocator()
@@ -170,77 +227,24 @@ def read_export(path: Path) -> Parsed:
     n = 0
     for index, raw, rec in _records(path):
         n += 1
-
-        def reject(reason: str) -> None:
-            rejected.append(Rejected(index, f"row {index} (line {index + 1}): {reason}", _raw(raw)))
-
-        if isinstance(rec, _Bad):
-            reject(rec.reason)
-            continue
-        if not isinstance(rec, dict):
-            reject(f"record is {type(rec).__name__}, expected an object")
-            continue
         try:
-            messages = _messages(rec.get("messages"))
+            if isinstance(rec, _Bad):
+                raise ValueError(rec.reason)
+            f = _export_fields(rec)
+            here = (rec.get("dataset"), rec.get("split"), rec.get("turns"))
+            if first is None:
+                first = rec
+            elif here != (first.get("dataset"), first.get("split"), first.get("turns")):
+                raise ValueError(f"belongs to dataset {here[0]!r} / {here[1]!r}, "
+                                 f"not {first.get('dataset')!r} / {first.get('split')!r}")
         except ValueError as exc:
-            reject(str(exc))
+            rejected.append(Rejected(index, f"row {index} (line {index + 1}): {exc}", _raw(raw)))
             continue
-        reference = rec.get("reference")
-        output = rec.get("output")
-        if reference is not None and not isinstance(reference, str):
-            reject("reference is not text")
-            continue
-        if not isinstance(output, str):
-            reject("no output text: not an export record")
-            continue
-        turn = rec.get("turn_index")
-        turn = turn if isinstance(turn, int) and not isinstance(turn, bool) else _assistant_turns(messages)
-        base = example_key(messages, reference, turn)
-        finish = rec.get("finish_reason") or "stop"
-        if finish not in ("stop", "length", "error"):
-            reject(f"finish_reason {finish!r} is not stop, length or error")
-            continue
-        try:
-            failures = 0
-            for name in rec.get("failures") or []:
-                failures |= int(db.FailureKind.parse(str(name)))
-        except ValueError as exc:
-            reject(str(exc))
-            continue
-        metrics, bad = {}, None
-        for name, value in (rec.get("metrics") or {}).items():
-            if value is None:
-                metrics[name] = (None, EXPORT_FAILED)
-            elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                metrics[name] = float(value)
-            else:
-                bad = f"metric {name} is {value!r}, not a number"
-        if bad:
-            reject(bad)
-            continue
-        here = (rec.get("dataset"), rec.get("split"), rec.get("turns"))
-        if first is None:
-            first = rec
-        elif here != (first.get("dataset"), first.get("split"), first.get("turns")):
-            reject(f"belongs to dataset {here[0]!r} / {here[1]!r}, not {first.get('dataset')!r} / {first.get('split')!r}")
-            continue
-        key = keys.unique(base)  # exact duplicates get base-2, base-3, ... in file order, as the evaluator's
+        # Exact duplicates get base-2, base-3, ... in file order, as the evaluator's keys do.
+        key = keys.unique(example_key(f["messages"], f["reference"], f["turn"]))
         if isinstance(rec.get("example_key"), str) and rec["example_key"] != key:
             rekeyed += 1
-        logprobs = rec.get("token_logprobs")
-        rows.append(Row(
-            example=dict(key=key, messages=messages, reference=reference, row_index=_int(rec.get("row_index"), index),
-                         category=_text(rec.get("category")), conversation_id=_text(rec.get("conversation_id")),
-                         turn_index=turn, source=_text(rec.get("source")),
-                         tags=[str(t) for t in rec.get("tags") or [] if isinstance(t, (str, int))],
-                         metadata=rec.get("metadata") if isinstance(rec.get("metadata"), dict) else {}),
-            result=dict(output=output, finish_reason=finish, failures=failures,
-                        output_tokens=_int(rec.get("output_tokens"), 0), prompt_tokens=_int(rec.get("prompt_tokens"), 0),
-                        error=_text(rec.get("error")), latency_ms=_float(rec.get("latency_ms")),
-                        ref_nll=_float(rec.get("ref_nll")), ref_tokens=_int(rec.get("ref_tokens"), None),
-                        logprobs=[float(x) for x in logprobs] if isinstance(logprobs, list) and logprobs else None,
-                        metrics=metrics),
-            index=index))
+        rows.append(_export_row(rec, f, key, index))
     parsed = Parsed(rows, rejected, n)
     if rekeyed:
         parsed.notes.append(f"{rekeyed} records' example_key is not the evaluator's key of their messages, "
@@ -256,8 +260,6 @@ def read_export(path: Path) -> Parsed:
 
 def read_lm_eval(path: Path) -> Parsed:
     """An lm-evaluation-harness samples file -> rows (see evaluator/_import_lm_eval.py)."""
-    from evaluator import _import_lm_eval as lm
-    from evaluator.data import KeyAllocator, example_key
 
     task, when = lm.task_and_date(path)
     info = lm.run_info(lm.results_file(path), task)
@@ -330,7 +332,6 @@ def _date(v: Any) -> Optional[dt.datetime]:
 
 def _compute(rows: list[Row], names: Optional[list[str]]) -> tuple[list[str], dict[str, Optional[bool]]]:
     """Add metric values the file does not have, computed on the outputs; returns (names, directions)."""
-    from evaluator.scoring import get_metrics, score_samples
 
     specs = get_metrics(names) if names is not None else [
         s for s in get_metrics(None) if s.needs_reference and s.name != "perplexity"]
@@ -350,8 +351,6 @@ def import_run(path: str | Path, *, format: str, db_url: Optional[str] = None, n
                model: Optional[str] = None, family: Optional[str] = None, dataset_name: Optional[str] = None,
                split: Optional[str] = None, metrics: Optional[list[str]] = None) -> ImportSummary:
     """Read ``path`` in ``format`` and store it as a finished run; see the module docstring."""
-    import db
-    from evaluator.scoring import failure_mask, finalize_run, get_spec
 
     if format not in FORMATS:
         raise ImportFileError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -424,7 +423,6 @@ def _dataset(session, parsed: Parsed, dataset_name: Optional[str], split: Option
              path: Path) -> tuple[str, str, str]:
     """(name, split, turns) of the dataset the rows join: the flag, else the file's, else (export) the one
     dataset of the store that holds the examples' keys."""
-    import db
 
     turns = parsed.dataset[2] if parsed.dataset else "last"
     if dataset_name:
