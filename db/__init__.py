@@ -1,5 +1,11 @@
 """The result store: schema, connection, and every query. Imports neither evaluator nor dashboard."""
-from db._errors import UserError
+from db._columns import (
+    delta_summary,
+    join_runs,
+    metric_column,
+    paired_metric,
+    refresh_metric_columns,
+)
 from db._engine import (
     DEFAULT_URL,
     ENV_VAR,
@@ -14,7 +20,16 @@ from db._engine import (
     session_factory,
     upgrade,
 )
-from db._lease import LEASE_ENV, acquire_run, lease_seconds, release_run, renew_runs, status_text, writer_gone
+from db._errors import UserError
+from db._lease import (
+    LEASE_ENV,
+    acquire_run,
+    lease_seconds,
+    release_run,
+    renew_runs,
+    status_text,
+    writer_gone,
+)
 from db._models import (
     Aggregate,
     Annotation,
@@ -30,31 +45,6 @@ from db._models import (
     Run,
     SavedView,
 )
-from db._values import (
-    FAILURE_KINDS,
-    VERDICTS,
-    FailureKind,
-    pack_logprobs,
-    prompt_text,
-    spreadsheet_safe,
-    unpack_logprobs,
-)
-from db._write import (
-    AnnotationError,
-    add_annotation,
-    add_rejected,
-    create_run,
-    get_or_create_dataset,
-    insert_results,
-    metric_ids,
-    replace_aggregates,
-    replace_comparisons,
-    replace_metric_values,
-    save_view,
-    update_run,
-    upsert_examples,
-)
-from db._columns import delta_summary, join_runs, metric_column, paired_metric, refresh_metric_columns
 from db._query import (
     SORT_COLUMNS,
     MetricRange,
@@ -71,15 +61,6 @@ from db._query import (
     run_categories,
     run_metric_names,
     selected_example_ids,
-)
-from db._query_runs import (
-    baselines_of,
-    find_run,
-    get_run,
-    list_runs,
-    rejected_rows,
-    run_aggregates,
-    stored_comparisons,
 )
 from db._query_dashboard import (
     COMPARE_ORDERS,
@@ -128,5 +109,44 @@ from db._query_review import (
     saved_views,
     verdict_summaries,
 )
-from db._query_scoring import comparison_partners, run_metric_values, scoring_inputs, set_reference_nll
-from db._query_runs import done_example_ids, export_rows
+from db._query_runs import (
+    baselines_of,
+    done_example_ids,
+    export_rows,
+    find_run,
+    get_run,
+    list_runs,
+    rejected_rows,
+    run_aggregates,
+    stored_comparisons,
+)
+from db._query_scoring import (
+    comparison_partners,
+    run_metric_values,
+    scoring_inputs,
+    set_reference_nll,
+)
+from db._values import (
+    FAILURE_KINDS,
+    VERDICTS,
+    FailureKind,
+    pack_logprobs,
+    prompt_text,
+    spreadsheet_safe,
+    unpack_logprobs,
+)
+from db._write import (
+    AnnotationError,
+    add_annotation,
+    add_rejected,
+    create_run,
+    get_or_create_dataset,
+    insert_results,
+    metric_ids,
+    replace_aggregates,
+    replace_comparisons,
+    replace_metric_values,
+    save_view,
+    update_run,
+    upsert_examples,
+)

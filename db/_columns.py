@@ -11,7 +11,16 @@ import numpy as np
 from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
-from db._models import ExampleRow, Metric, MetricColumn, MetricValue, Result, Run, utcnow
+from db._models import (
+    ExampleRow,
+    Metric,
+    MetricColumn,
+    MetricValue,
+    Result,
+    Run,
+    utcnow,
+)
+from db._query import run_metric_names
 
 _I8 = np.dtype("<i8")
 _F8 = np.dtype("<f8")
@@ -83,7 +92,6 @@ def paired_metric(*, session: Session, run_a_id: int, run_b_id: int, metric: str
 
 
 def _common_metrics(session: Session, run_a_id: int, run_b_id: int) -> list[tuple[str, Optional[bool]]]:
-    from db._query import run_metric_names
 
     common = set(run_metric_names(session=session, run_id=run_a_id)) & set(
         run_metric_names(session=session, run_id=run_b_id))

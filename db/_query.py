@@ -6,7 +6,7 @@ never live ORM objects, so callers can cache the results.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence
 
 from sqlalchemy import Text, and_, case, cast, exists, false, func, not_, or_, select

@@ -7,13 +7,21 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Iterator, Optional
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from db._engine import StoreError
 from db._lease import status_text
-from db._query import contains_text
-from db._models import Aggregate, Comparison, Dataset, ExampleRow, RejectedRow, Result, Run
+from db._models import (
+    Aggregate,
+    Comparison,
+    Dataset,
+    ExampleRow,
+    RejectedRow,
+    Result,
+    Run,
+)
+from db._query import contains_text, metrics_for_results
 from db._values import FailureKind, unpack_logprobs
 
 RUN_COLUMNS = ("id", "name", "family", "model", "model_revision", "adapter", "backend", "dataset_id", "generation",
@@ -150,7 +158,6 @@ def export_rows(*, session: Session, run_id: int, chunk: int = 1000) -> Iterator
     and what ``python -m evaluator import_run`` needs to rebuild the run elsewhere: run_name, model,
     run_created_at (ISO 8601), dataset, split, turns, turn_index, conversation_id, source, tags, metadata.
     """
-    from db._query import metrics_for_results
 
     head = session.execute(select(Run.name, Run.model, Run.created_at, Dataset.name, Dataset.split, Dataset.turns)
                            .join(Dataset, Dataset.id == Run.dataset_id).where(Run.id == run_id)).first()

@@ -11,7 +11,6 @@ from db._models import Comparison, ExampleRow, Metric, MetricValue, Result, Run
 from db._values import unpack_logprobs
 
 
-
 def scoring_inputs(*, session: Session, run_id: int, with_logprobs: bool = False,
                    with_messages: bool = False) -> list[dict[str, Any]]:
     """One dict per result of the run, ordered by result id: result_id, example_id, key, output,

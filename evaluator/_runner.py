@@ -31,17 +31,35 @@ baselines (``outputs:FILE``, ``openai:MODEL``) run on rank 0 alone.
 from __future__ import annotations
 
 import dataclasses
-import signal
 import logging
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
 import db
+from db import FailureKind
+from evaluator import _distributed, _repro
 from evaluator._lease import WriterLease, signal_name, stop_signals
 from evaluator.config import OPERATIONAL_KEYS, ConfigError, RunConfig, build_config
+from evaluator.data import load_examples
 from evaluator.errors import UserError
+from evaluator.models import (
+    check_models,
+    describe_model,
+    external_kind,
+    load_backend,
+    prepare_backend,
+)
+from evaluator.scoring import (
+    compare_runs,
+    failure_mask,
+    finalize_run,
+    get_metrics,
+    reference_nll,
+    score_samples,
+)
 from evaluator.types import Example, Generation, Sample
 
 log = logging.getLogger(__name__)
@@ -207,8 +225,6 @@ class _Evaluation:
         return out
 
     def commit_batch(self, exs: list[Example], ids: list[int], gens: list[Generation]) -> None:
-        from db import FailureKind
-        from evaluator.scoring import failure_mask, reference_nll, score_samples
 
         ref_lps = self._reference_logprobs(exs, gens)
         samples = [
@@ -248,7 +264,6 @@ class _Evaluation:
 
 
 def _default_loader(model: str, adapter: Optional[str], **kwargs: Any):
-    from evaluator.models import load_backend
 
     return load_backend(model, adapter, **kwargs)
 
@@ -292,7 +307,6 @@ def _start_run(*, sf, config: RunConfig, ident, dataset_id: int, ids: list[int],
                lease: WriterLease) -> dict[str, Any]:
     """Rank 0: create the run row (or reopen it for a resume) under this process's lease; returns its
     id and the pending example ids, sorted — the canonical order every rank shards."""
-    from evaluator import _repro
 
     name = config.name or ident.label
     if existing_run is not None:
@@ -364,7 +378,6 @@ def _run_shard(*, sf, config: RunConfig, ident, run_id: int, examples: list[Exam
 def _close_run(*, sf, run_id: int, reports: list[dict[str, Any]], fresh: bool) -> Optional[str]:
     """Rank 0, once every shard is in: record the backend, then aggregate and finish — or mark the run
     interrupted (a stop signal) or failed, with the ranks' errors (returned)."""
-    from evaluator.scoring import finalize_run
 
     infos = [r["info"] for r in reports if r.get("info")]
     if infos:
@@ -405,8 +418,6 @@ def _evaluate_model(*, ctx, sf, config: RunConfig, dataset_id: int, examples: li
                     keep_lease: bool = False) -> RunSummary:
     """Create (or resume) one run and evaluate ``config.model`` on ``examples``, on every rank. The run's
     lease is given back when it ends, unless ``keep_lease`` (a candidate whose baselines come next)."""
-    from evaluator import _distributed
-    from evaluator.models import describe_model
 
     started = time.perf_counter()
     ident = describe_model(config.model, config.adapter)
@@ -484,7 +495,6 @@ def run_evaluation(config: RunConfig, *, loader: Optional[BackendLoader] = None,
     work as described in ``evaluator/_distributed.py``, and rank 0's summary covers all of them.
     SIGINT and SIGTERM raise ``RunInterrupted`` after marking the run interrupted (main thread only).
     """
-    from evaluator import _distributed
 
     ctx = _distributed.from_env()
     try:
@@ -496,17 +506,12 @@ def run_evaluation(config: RunConfig, *, loader: Optional[BackendLoader] = None,
 
 def _check_models(config: RunConfig) -> None:
     """Every model of the run can be loaded (or reached), before anything is written or generated."""
-    from evaluator.models import check_models
 
     specs = [(config.model, config.adapter, "--model")] + [(b, None, "--baseline") for b in config.baselines]
     check_models(specs, device=config.device, options=dict(base_url=config.base_url, api_key_env=config.api_key_env))
 
 
 def _run(config: RunConfig, *, ctx, loader: Optional[BackendLoader], progress: bool) -> RunSummary:
-    from evaluator import _distributed
-    from evaluator.data import load_examples
-    from evaluator.models import external_kind, prepare_backend
-    from evaluator.scoring import compare_runs, get_metrics
 
     if loader is None:  # a custom loader (tests, the notebook API) brings its own models
         _check_models(config)

@@ -34,15 +34,13 @@ def _fake_models(tmp_path: Path) -> DemoModels:
 
 
 def test_versions_are_evaluated_oldest_first_against_the_base(tmp_path, store_url, monkeypatch):
-    import evaluator._runner
-
     seen = []
 
     class Summary:
         def lines(self):
             return []
 
-    monkeypatch.setattr(evaluator._runner, "run_evaluation", lambda config, progress: seen.append(config) or Summary())
+    monkeypatch.setattr(demo_cmd, "run_evaluation", lambda config, progress: seen.append(config) or Summary())
     models = _fake_models(tmp_path)
     demo_cmd.evaluate_versions(models, url=store_url, progress=False)
     assert [c.name for c in seen] == ["demo-v1", "demo-v2", "demo-v3"]
@@ -57,7 +55,7 @@ def test_a_busy_port_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
     def no_build(*args, **kwargs):
         raise AssertionError("built models although the port is busy")
 
-    monkeypatch.setattr("evaluator.demo.build_demo_models", no_build)
+    monkeypatch.setattr(demo_cmd, "build_demo_models", no_build)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()

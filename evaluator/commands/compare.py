@@ -11,6 +11,9 @@ import math
 import sys
 from typing import Any, Optional
 
+import db
+from evaluator.scoring import compare_runs, get_spec
+
 EPILOG = """\
 examples:
   python -m evaluator compare 12 11                     # run 12 (candidate) vs run 11 (baseline)
@@ -89,7 +92,6 @@ def _clean(value: Any) -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
-    import db
 
     engine = db.open_store(args.db)
     try:
@@ -104,12 +106,10 @@ def main(args: argparse.Namespace) -> int:
             print("error: RUN_A and RUN_B are the same run", file=sys.stderr)
             return 2
         if not rows:
-            from evaluator.scoring import compare_runs
 
             rows = compare_runs(session_factory=sf, run_a_id=a, run_b_id=b, workers=args.workers)
     finally:
         engine.dispose()
-    from evaluator.scoring import get_spec
 
     for r in rows:
         if "higher_is_better" not in r:

@@ -16,6 +16,12 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import db
+from db import open_store, resolve_url
+from evaluator._runner import RunError, run_evaluation
+from evaluator.config import RunConfig
+from evaluator.demo import TEST_FILE, build_demo_models
+
 EPILOG = """\
 examples:
   # build (first time ~1-2 min) or reuse the demo models, evaluate, open the dashboard on :8501
@@ -71,7 +77,6 @@ def _port_free(port: int) -> bool:
 
 def _already_evaluated(url: str, name: str, adapter: Path) -> bool:
     """A finished run of this name and adapter is in the store (a second ``demo`` adds nothing)."""
-    import db
 
     engine = db.open_store(url)
     try:
@@ -89,9 +94,6 @@ def evaluate_versions(models, *, url: str, force: bool = False, progress: bool =
     Returns the runner's summaries (versions already in the store are skipped unless ``force``).
     ``only`` keeps the named versions and ``limit`` the first N test conversations (for tests).
     """
-    from evaluator._runner import run_evaluation
-    from evaluator.config import RunConfig
-    from evaluator.demo import TEST_FILE
 
     summaries = []
     versions = [(v, a) for v, a in models.versions if only is None or v in only]
@@ -134,7 +136,6 @@ def _interrupt(signum, frame):  # noqa: ARG001
 
 
 def main(args: argparse.Namespace) -> int:
-    from db import open_store, resolve_url
 
     url = resolve_url(args.db)
     open_store(url).dispose()  # a store problem is reported now, not after the models are built
@@ -146,8 +147,6 @@ def main(args: argparse.Namespace) -> int:
               "or pass --no-dashboard", file=sys.stderr)
         return 2
 
-    from evaluator._runner import RunError
-    from evaluator.demo import build_demo_models
 
     started = time.perf_counter()
     models = build_demo_models(args.cache, progress=args.progress, rebuild=args.rebuild)

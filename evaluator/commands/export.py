@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, TextIO
 
+import db
+from db import spreadsheet_safe
+from evaluator.commands.runs import quiet_store_logs, stdout_closed
+
 EPILOG = """\
 examples:
   python -m evaluator export 12 --format jsonl > run12.jsonl
@@ -58,7 +62,6 @@ def write_jsonl(rows: Iterable[dict[str, Any]], out: TextIO) -> int:
 def write_csv(rows: Iterable[dict[str, Any]], out: TextIO, metric_names: list[str]) -> int:
     """CSV for spreadsheets: text cells that would start a formula (``=``, ``+``, ``-``, ``@``) get a
     leading apostrophe (``db.spreadsheet_safe``); JSONL and Parquet keep every string as it is."""
-    from db import spreadsheet_safe
 
     writer = csv.writer(out)
     writer.writerow(list(CSV_COLUMNS) + [f"metric.{m}" for m in metric_names])
@@ -126,7 +129,6 @@ def write_parquet(rows: Iterable[dict[str, Any]], path: Path, metric_names: list
 
 def export_run(ref: str, fmt: str, output: Optional[str], db_url: Optional[str], stdout: Optional[TextIO] = None) -> tuple[int, str]:
     """Export run ``ref``; returns (records written, where)."""
-    import db
 
     stdout = stdout or sys.stdout
 
@@ -150,7 +152,6 @@ def export_run(ref: str, fmt: str, output: Optional[str], db_url: Optional[str],
 
 
 def main(args: argparse.Namespace) -> int:
-    from evaluator.commands.runs import quiet_store_logs, stdout_closed
 
     quiet_store_logs()
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from evaluator._import import import_run
+
 EPILOG = """\
 examples:
   # an lm-evaluation-harness run made with --log_samples (model name from the results_*.json beside it)
@@ -41,7 +43,6 @@ def register(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from evaluator._import import import_run
 
     try:
         summary = import_run(args.file, format=args.format, db_url=args.db, name=args.name, model=args.model,

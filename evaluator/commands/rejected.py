@@ -4,7 +4,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from evaluator.commands.runs import json_line, quiet_store_logs, stdout_closed, terminal_safe
+import db
+from evaluator.commands.runs import (
+    json_line,
+    quiet_store_logs,
+    stdout_closed,
+    terminal_safe,
+)
 
 EPILOG = """\
 examples:
@@ -31,7 +37,6 @@ def _snippet(raw: str | None) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    import db
 
     quiet_store_logs()
     engine = db.open_store_readonly(args.db)

@@ -5,6 +5,10 @@ import argparse
 import sys
 from typing import Any
 
+from evaluator._runner import RunError, RunInterrupted, resume_config, run_evaluation
+from evaluator.commands.runs import quiet_store_logs
+from evaluator.config import ConfigError, build_config
+
 EPILOG = """\
 examples:
   # a LoRA adapter dir (its base comes from adapter_config.json) on a local JSONL file
@@ -115,7 +119,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             for item in value:
                 role, sep, column = item.partition("=")
                 if not sep or not role or not column:
-                    from evaluator.config import ConfigError
 
                     raise ConfigError(f"--field {item!r}: expected ROLE=COLUMN")
                 pairs[role.strip()] = column.strip()
@@ -125,10 +128,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from evaluator._runner import RunError, RunInterrupted, resume_config, run_evaluation
-    from evaluator.config import build_config
 
-    from evaluator.commands.runs import quiet_store_logs
 
     quiet_store_logs()
     try:

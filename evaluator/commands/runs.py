@@ -10,6 +10,8 @@ import re
 import sys
 from typing import Any
 
+import db
+
 EPILOG = """\
 examples:
   python -m evaluator runs                               # table, newest first
@@ -106,7 +108,6 @@ def stdout_closed() -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    import db
 
     quiet_store_logs()
     engine = db.open_store_readonly(args.db)

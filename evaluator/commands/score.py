@@ -12,6 +12,18 @@ import logging
 import sys
 from typing import Any, Optional
 
+import db
+from evaluator.models import load_backend
+from evaluator.scoring import (
+    compare_runs,
+    finalize_run,
+    get_metrics,
+    reference_nll,
+    score_samples,
+    stored_samples,
+)
+from evaluator.types import reference_of
+
 log = logging.getLogger(__name__)
 
 EPILOG = """\
@@ -43,7 +55,6 @@ def register(sub) -> None:
 
 
 def _needs(spec, sample, stored: dict, force: bool) -> bool:
-    from evaluator.types import reference_of
 
     if spec.needs_reference and reference_of(sample) is None:
         return False  # not applicable: nothing to store
@@ -61,7 +72,6 @@ NO_WEIGHTS_BACKENDS = ("outputs", "openai")
 
 
 def _load_backend(run: dict[str, Any]):
-    from evaluator.models import load_backend
 
     cfg = dict(run.get("config") or {})
     options = {k: cfg[k] for k in ("device", "dtype", "chat_template", "load_in_4bit", "trust_remote_code",
@@ -72,8 +82,6 @@ def _load_backend(run: dict[str, Any]):
 
 def _teacher_force(sf, run: dict[str, Any], samples: list, messages: dict[int, list]) -> int:
     """Compute and store reference NLLs of the given samples with the run's model; returns how many."""
-    import db
-    from evaluator.scoring import reference_nll
 
     if run.get("backend") in NO_WEIGHTS_BACKENDS:
         log.warning("run %s was not generated from model weights (backend %r): perplexity of the reference cannot be "
@@ -103,8 +111,6 @@ def _teacher_force(sf, run: dict[str, Any], samples: list, messages: dict[int, l
 def score_run(*, session_factory, run_id: int, metric_names: Optional[list[str]] = None, force: bool = False,
               workers: Optional[int] = None, compare: bool = True) -> dict[str, Any]:
     """The command's work, callable from Python; returns counts for the report."""
-    import db
-    from evaluator.scoring import compare_runs, finalize_run, get_metrics, score_samples, stored_samples
 
     specs = get_metrics(metric_names)
     explicit_ppl = bool(metric_names) and any(s.name == "perplexity" for s in specs)
@@ -153,7 +159,6 @@ def score_run(*, session_factory, run_id: int, metric_names: Optional[list[str]]
 
 
 def main(args: argparse.Namespace) -> int:
-    import db
 
     engine = db.open_store(args.db)
     try:

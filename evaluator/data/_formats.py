@@ -17,7 +17,8 @@ Every format also reads an optional ``system`` / ``system_prompt`` column.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields as dc_fields
+from dataclasses import dataclass
+from dataclasses import fields as dc_fields
 from typing import Any, Optional
 
 from evaluator.data._errors import DataError, RowError, describe_type, is_blank

@@ -4,7 +4,14 @@
 ``build_demo_models`` and evaluates each fine-tuned version against the base; see
 the README, "The built-in demo". Importing this package does not import torch.
 """
-from evaluator.demo._build import CACHE_ENV, DemoModels, DemoSettings, build_demo_models, cache_key, cache_root
+from evaluator.demo._build import (
+    CACHE_ENV,
+    DemoModels,
+    DemoSettings,
+    build_demo_models,
+    cache_key,
+    cache_root,
+)
 from evaluator.demo._data import DATA_DIR, TEST_FILE, TRAIN_FILE, read_conversations
 
 __all__ = [

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Optional
 
 from evaluator.demo._data import TRAIN_FILE, read_conversations
+from evaluator.demo._train import encode_chat, encode_plain, train
+from evaluator.tiny import build_model, train_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +162,6 @@ def _build(work: Path, s: DemoSettings, *, progress: bool) -> dict[str, dict[str
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
 
-    from evaluator.demo._train import encode_chat, encode_plain, train
-    from evaluator.tiny import build_model, train_tokenizer
 
     threads = torch.get_num_threads()
     torch.set_num_threads(min(s.threads, threads))

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from evaluator.demo import TEST_FILE, build_demo_models
+
 MAX_NEW_TOKENS = 40  # as the demo command: longer than every reference answer (<= 35 tokens)
 
 
@@ -129,7 +131,6 @@ def evaluate_models(models, *, test_file: Optional[Path] = None, limit: Optional
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from evaluator.demo import TEST_FILE
 
     examples = turn_examples(test_file or TEST_FILE)[:limit]
     tokenizer = AutoTokenizer.from_pretrained(models.tokenizer_dir)
@@ -166,7 +167,6 @@ def format_table(results: list[ModelScores]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from evaluator.demo import build_demo_models
 
     parser = argparse.ArgumentParser(prog="python -m evaluator.demo.check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", help="cache directory of the demo models (default: $EVALBENCH_CACHE or "

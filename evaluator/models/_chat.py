@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from evaluator.errors import UserError
+from evaluator.tiny import LLAMA3_CHAT_TEMPLATE
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -27,7 +28,6 @@ CHATML_TEMPLATE = (
 
 
 def _llama3() -> str:
-    from evaluator.tiny import LLAMA3_CHAT_TEMPLATE
 
     return LLAMA3_CHAT_TEMPLATE
 

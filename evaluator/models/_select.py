@@ -16,6 +16,8 @@ from evaluator.models._base import Backend, BackendError
 from evaluator.models._loading import ResolvedModel, resolve_model
 from evaluator.models._openai import load_openai
 from evaluator.models._outputs import OutputsFileError, load_outputs, read_outputs
+from evaluator.models._transformers import load_transformers
+from evaluator.models._unsloth import import_unsloth, load_unsloth
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,6 @@ def prepare_backend(name: str = "auto") -> str:
     if chosen == "unsloth":
         if "transformers" in sys.modules and "unsloth" not in sys.modules:
             log.warning("transformers was imported before unsloth; Unsloth's patches may be incomplete")
-        from evaluator.models._unsloth import import_unsloth
 
         import_unsloth()
     return chosen
@@ -128,9 +129,7 @@ def load_backend(model: str, adapter: Optional[str] = None, *, backend: str = "a
     chosen = prepare_backend(backend)
     resolved = resolved or resolve_model(model, adapter)
     if chosen == "unsloth":
-        from evaluator.models._unsloth import load_unsloth
 
         return load_unsloth(resolved, **options)
-    from evaluator.models._transformers import load_transformers
 
     return load_transformers(resolved, **options)

@@ -9,8 +9,15 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional, Sequence
 
-from evaluator.models._chat import apply_template_choice, encode_conversations, stop_token_ids, template_hash
+from evaluator import _generate
+from evaluator.models._chat import (
+    apply_template_choice,
+    encode_conversations,
+    stop_token_ids,
+    template_hash,
+)
 from evaluator.models._loading import ResolvedModel
+from evaluator.models._teacher_forcing import reference_logprobs
 from evaluator.types import Generation, GenerationSettings, Message
 
 log = logging.getLogger(__name__)
@@ -82,7 +89,6 @@ class HFBackend:
     # ------------------------------------------------------------------ interface
     def generate(self, conversations: Sequence[Sequence[Message]], settings: GenerationSettings, *,
                  on_batch=None, progress: bool = True) -> list[Generation]:
-        from evaluator import _generate
 
         prompts = encode_conversations(self.tokenizer, conversations,
                                        self.context_length - settings.max_new_tokens)
@@ -100,7 +106,6 @@ class HFBackend:
 
     def reference_logprobs(self, conversations: Sequence[Sequence[Message]],
                            references: Sequence[str]) -> list[list[float]]:
-        from evaluator.models._teacher_forcing import reference_logprobs
 
         batch = self.batch_size if isinstance(self.batch_size, int) else min(8, self.last_stats.get("batch_size", 8))
         return reference_logprobs(self.model, self.tokenizer, list(conversations), list(references),

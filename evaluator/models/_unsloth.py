@@ -16,7 +16,12 @@ from typing import Any, Optional
 
 from evaluator.models._chat import apply_template_choice
 from evaluator.models._loading import ResolvedModel
-from evaluator.models._transformers import HFBackend, resolve_device, resolve_dtype
+from evaluator.models._transformers import (
+    HFBackend,
+    load_tokenizer,
+    resolve_device,
+    resolve_dtype,
+)
 
 # pip installs a torchvision that may not match the local torch build (a CPU machine); unsloth
 # checks it on import. The evaluator never uses torchvision.
@@ -66,7 +71,6 @@ def load_unsloth(resolved: ResolvedModel, *, device: str = "auto", dtype: str = 
     # Unsloth may hand back a processor wrapping the tokenizer for multimodal models.
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     if resolved.tokenizer_source != source:
-        from evaluator.models._transformers import load_tokenizer
 
         tokenizer = load_tokenizer(resolved.tokenizer_source, chat_template=chat_template,
                                    trust_remote_code=trust_remote_code)

@@ -22,8 +22,13 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from evaluator.models._loading import ModelResolutionError, ResolvedModel, _has_tokenizer
 from evaluator.models._base import BackendError
+from evaluator.models._loading import (
+    ModelResolutionError,
+    ResolvedModel,
+    _has_tokenizer,
+)
+from evaluator.models._openai import DEFAULT_BASE_URL, chat_url
 from evaluator.models._select import describe_model, external_kind
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf")
@@ -122,7 +127,6 @@ def check_device(device: Optional[str]) -> None:
 def _check_openai(model: str, *, base_url: Optional[str], api_key_env: Optional[str], role: str) -> None:
     import httpx
 
-    from evaluator.models._openai import DEFAULT_BASE_URL, chat_url
 
     base = chat_url(base_url or DEFAULT_BASE_URL)[: -len("/chat/completions")]
     env = api_key_env or "OPENAI_API_KEY"

@@ -33,13 +33,35 @@ Metric definitions (formula and variant) are the docstrings of the functions in 
 """
 from evaluator.scoring._aggregate import aggregate_rows, finalize_run
 from evaluator.scoring._builtin import BUILTIN_ORDER
+from evaluator.scoring._catalogue import (
+    builtin_metrics,
+    get_metrics,
+    get_spec,
+    known_metrics,
+)
 from evaluator.scoring._compare import compare_runs, comparison_rows
 from evaluator.scoring._failures import failure_mask, repetition_period
 from evaluator.scoring._model_metrics import perplexity_from_nll, reference_nll
-from evaluator.scoring._catalogue import builtin_metrics, get_metrics, get_spec, known_metrics
-from evaluator.scoring._registry import CorpusAggregate, MetricSpec, add_metric, register_metric
-from evaluator.scoring._score import iter_scores, score_one, score_samples, shutdown_pools, start_pool
-from evaluator.scoring._stats import holm, mean_ci, paired_corpus_test, paired_mean_test, wins_ties_losses
+from evaluator.scoring._registry import (
+    CorpusAggregate,
+    MetricSpec,
+    add_metric,
+    register_metric,
+)
+from evaluator.scoring._score import (
+    iter_scores,
+    score_one,
+    score_samples,
+    shutdown_pools,
+    start_pool,
+)
+from evaluator.scoring._stats import (
+    holm,
+    mean_ci,
+    paired_corpus_test,
+    paired_mean_test,
+    wins_ties_losses,
+)
 from evaluator.scoring._store import StoredSample, stored_samples
 from evaluator.scoring._text import normalize_answer
 

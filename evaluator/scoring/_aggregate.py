@@ -15,10 +15,23 @@ import logging
 import math
 from typing import Any, Mapping, Optional, Sequence
 
+import db
 from evaluator.scoring._catalogue import builtin_metrics, get_spec
 from evaluator.scoring._registry import MetricSpec
-from evaluator.scoring._stats import MEAN_CI_METHOD, N_RESAMPLES, SACREBLEU_SEED, corpus_ci, mean_ci
-from evaluator.scoring._store import StoredSample, corpus_eligible, corpus_stats, slice_members, stored_samples
+from evaluator.scoring._stats import (
+    MEAN_CI_METHOD,
+    N_RESAMPLES,
+    SACREBLEU_SEED,
+    corpus_ci,
+    mean_ci,
+)
+from evaluator.scoring._store import (
+    StoredSample,
+    corpus_eligible,
+    corpus_stats,
+    slice_members,
+    stored_samples,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +107,6 @@ def finalize_run(*, session_factory, run_id: int, workers: Optional[int] = None)
     Also rewrites the run's metric columns (``db.refresh_metric_columns``), the store's packed copy of
     its metric values, so that re-scoring keeps them in step.
     """
-    import db
 
     with session_factory() as session:
         samples = stored_samples(db.scoring_inputs(session=session, run_id=run_id))

@@ -13,7 +13,9 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from db import FailureKind
 from evaluator.scoring._registry import MetricSpec
+from evaluator.scoring._score import _pool
 from evaluator.types import Sample, reference_of
 
 
@@ -33,7 +35,6 @@ class StoredSample(Sample):
 
 def stored_samples(rows: Sequence[Mapping[str, Any]]) -> list[StoredSample]:
     """Rows of ``db.scoring_inputs`` as samples."""
-    from db import FailureKind
 
     out = []
     for r in rows:
@@ -95,7 +96,6 @@ def corpus_stats(spec: MetricSpec, samples: Sequence[Sample], workers: Optional[
     assert spec.corpus is not None
     workers = int(workers or 1)
     if workers > 1 and len(samples) >= 2 * chunk_size:
-        from evaluator.scoring._score import _pool
 
         chunks = [list(samples[i:i + chunk_size]) for i in range(0, len(samples), chunk_size)]
         parts = list(_pool(workers).map(spec.corpus.stats, chunks))
