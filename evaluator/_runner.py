@@ -94,6 +94,40 @@ def _no_examples_error(dataset: str, rejected: list) -> ConfigError:
 
 
 @dataclass
+class _Setup:
+    """Rank 0's store setup, broadcast to every rank."""
+
+    dataset_id: int
+    key_ids: dict[str, int]  # example key -> example id
+    existing: Optional[int]  # the run a --resume continues
+    previous: dict[str, int]  # baseline model -> its run, for a resumed candidate
+
+
+@dataclass
+class _RunPlan:
+    """Rank 0's start of one run, broadcast to every rank: the run and what is left to evaluate."""
+
+    run_id: int
+    name: str
+    skipped: int  # examples committed before (a resume)
+    pending: list[int]  # example ids still to evaluate, sorted: the order every rank shards
+
+
+@dataclass
+class _ShardReport:
+    """What one rank tells rank 0 after evaluating its share (gathered, so it must pickle; the
+    exception itself stays on its rank)."""
+
+    generated: int = 0
+    output_tokens: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    generate_s: float = 0.0
+    info: Optional[dict[str, Any]] = None  # the backend's description
+    error: Optional[str] = None
+    interrupted: Optional[str] = None  # the signal's name, when a stop signal ended it
+
+
+@dataclass
 class RunSummary:
     run_id: int
     name: str
@@ -304,7 +338,7 @@ def _check_resumable(session, *, run_id: int, data) -> None:
 
 def _start_run(*, sf, config: RunConfig, ident, dataset_id: int, ids: list[int], data, backend_name: str,
                baseline_for: Optional[int], existing_run: Optional[int], world_size: int,
-               lease: WriterLease) -> dict[str, Any]:
+               lease: WriterLease) -> _RunPlan:
     """Rank 0: create the run row (or reopen it for a resume) under this process's lease; returns its
     id and the pending example ids, sorted — the canonical order every rank shards."""
 
@@ -340,46 +374,48 @@ def _start_run(*, sf, config: RunConfig, ident, dataset_id: int, ids: list[int],
                           repro={**(stored["repro"] or {}), "resumes": resumes})
     if existing_run is None:
         lease.adopt(run_id)
-    return dict(run_id=run_id, name=name, skipped=len(done), pending=sorted(i for i in ids if i not in done))
+    return _RunPlan(run_id=run_id, name=name, skipped=len(done), pending=sorted(i for i in ids if i not in done))
 
 
 def _run_shard(*, sf, config: RunConfig, ident, run_id: int, examples: list[Example], ids: list[int], metrics,
-               loader: BackendLoader, backend_name: str, device: str, progress: bool) -> dict[str, Any]:
-    """Every rank: load the backend and evaluate its share. Never raises: the error (and the exception,
-    under "exc", which stays on this rank) is in the report, so that every rank reaches the gather."""
-    report: dict[str, Any] = dict(generated=0, output_tokens=0, failures={}, generate_s=0.0, info=None,
-                                  error=None, exc=None, interrupted=None)
+               loader: BackendLoader, backend_name: str, device: str,
+               progress: bool) -> tuple[_ShardReport, Optional[BaseException]]:
+    """Every rank: load the backend and evaluate its share. Never raises: the error is in the report
+    and the exception is returned beside it (it stays on this rank), so that every rank reaches the
+    gather."""
+    report = _ShardReport()
+    error: Optional[BaseException] = None
     backend = ev = None
     try:
         if examples:
             backend = loader(config.model, config.adapter, backend=backend_name, resolved=ident.resolved,
                              **_backend_options(config, device))
-            report["info"] = backend.info()
+            report.info = backend.info()
             ev = _Evaluation(sf=sf, config=config, run_id=run_id, examples=examples, ids=ids, backend=backend,
                              metrics=metrics, progress=progress)
             t0 = time.perf_counter()
             ev.run()
-            report["generate_s"] = time.perf_counter() - t0
-            report["info"] = backend.info()  # external backends add what they saw (matches, retries)
+            report.generate_s = time.perf_counter() - t0
+            report.info = backend.info()  # external backends add what they saw (matches, retries)
     except BaseException as exc:
-        report.update(error=_error_text(exc), exc=exc,
-                      interrupted=signal_name(exc) if isinstance(exc, KeyboardInterrupt) else None)
+        error, report.error = exc, _error_text(exc)
+        report.interrupted = signal_name(exc) if isinstance(exc, KeyboardInterrupt) else None
     finally:
         if ev is not None:
-            report.update(generated=ev.generated, output_tokens=ev.output_tokens, failures=dict(ev.failures))
+            report.generated, report.output_tokens, report.failures = ev.generated, ev.output_tokens, dict(ev.failures)
         if backend is not None:
             try:
                 backend.close()
             except Exception:  # pragma: no cover - freeing is best effort
                 log.exception("closing the %s backend failed", backend_name)
-    return report
+    return report, error
 
 
-def _close_run(*, sf, run_id: int, reports: list[dict[str, Any]], fresh: bool) -> Optional[str]:
+def _close_run(*, sf, run_id: int, reports: list[_ShardReport], fresh: bool) -> Optional[str]:
     """Rank 0, once every shard is in: record the backend, then aggregate and finish — or mark the run
     interrupted (a stop signal) or failed, with the ranks' errors (returned)."""
 
-    infos = [r["info"] for r in reports if r.get("info")]
+    infos = [r.info for r in reports if r.info]
     if infos:
         info = infos[0]
         with sf.begin() as session:
@@ -389,12 +425,12 @@ def _close_run(*, sf, run_id: int, reports: list[dict[str, Any]], fresh: bool) -
                 repro_now.update(chat_template_sha256=info.get("chat_template_sha256"),
                                  model_revision=info.get("model_revision"), backend=info)
                 if len(reports) > 1:
-                    repro_now["devices"] = [r["info"].get("device") if r.get("info") else None for r in reports]
+                    repro_now["devices"] = [r.info.get("device") if r.info else None for r in reports]
             db.update_run(session=session, run_id=run_id, repro=repro_now, model_revision=info.get("model_revision"))
-    errors = [(rank, r["error"]) for rank, r in enumerate(reports) if r.get("error")]
+    errors = [(rank, r.error) for rank, r in enumerate(reports) if r.error]
     if errors:
         text = errors[0][1] if len(reports) == 1 else "; ".join(f"rank {k}: {e}" for k, e in errors)
-        interrupted = any(r.get("interrupted") for r in reports)
+        interrupted = any(r.interrupted for r in reports)
         _set_status(sf, run_id, "interrupted" if interrupted else "failed", text)
         return text
     finalize_run(session_factory=sf, run_id=run_id)
@@ -427,25 +463,24 @@ def _evaluate_model(*, ctx, sf, config: RunConfig, dataset_id: int, examples: li
     plan = _distributed.on_main(ctx, lambda: _start_run(
         sf=sf, config=config, ident=ident, dataset_id=dataset_id, ids=ids, data=data, backend_name=backend_name,
         baseline_for=baseline_for, existing_run=existing_run, world_size=ctx.world_size, lease=lease))
-    run_id, name = plan["run_id"], plan["name"]
+    run_id, name = plan.run_id, plan.name
     summary = RunSummary(run_id=run_id, name=name, model=config.model, status="running", n_rows=data.n_rows,
-                         n_examples=len(examples), n_rejected=len(data.rejected), n_skipped=plan["skipped"],
+                         n_examples=len(examples), n_rejected=len(data.rejected), n_skipped=plan.skipped,
                          baseline_for_id=baseline_for, world_size=ctx.world_size)
     # External backends have no weights to spread: rank 0 takes them whole (the concurrency limit
     # stays what the user set); local models are split over the ranks.
     if ident.external:
-        mine = plan["pending"] if ctx.is_main else []
+        mine = plan.pending if ctx.is_main else []
     else:
-        mine = _distributed.shard(plan["pending"], ctx.rank, ctx.world_size)
+        mine = _distributed.shard(plan.pending, ctx.rank, ctx.world_size)
     if ctx.parallel:
         log.info("run %d: rank %d evaluates %d of %d pending examples", run_id, ctx.rank, len(mine),
-                 len(plan["pending"]))
+                 len(plan.pending))
     by_id = dict(zip(ids, examples))
-    report = _run_shard(sf=sf, config=config, ident=ident, run_id=run_id, examples=[by_id[i] for i in mine],
+    report, own_exc = _run_shard(sf=sf, config=config, ident=ident, run_id=run_id, examples=[by_id[i] for i in mine],
                         ids=mine, metrics=metrics, loader=loader, backend_name=backend_name,
                         device=ctx.device_for(config.device) if not ident.external else config.device,
                         progress=progress)
-    own_exc = report.pop("exc")
     reports = ctx.gather(report)
     close_exc: Optional[BaseException] = None
     outcome: Optional[str] = None
@@ -459,14 +494,14 @@ def _evaluate_model(*, ctx, sf, config: RunConfig, dataset_id: int, examples: li
         finally:
             if not keep_lease:
                 lease.release(run_id)
-        summary.n_generated = sum(r["generated"] for r in reports)
-        summary.output_tokens = sum(r["output_tokens"] for r in reports)
-        summary.generate_s = max(r["generate_s"] for r in reports)
+        summary.n_generated = sum(r.generated for r in reports)
+        summary.output_tokens = sum(r.output_tokens for r in reports)
+        summary.generate_s = max(r.generate_s for r in reports)
         # Failure counts of the whole run, the parts committed before a resume included.
         committed, summary.failures = _stored_progress(sf, run_id)
     else:
-        summary.n_generated, summary.output_tokens = report["generated"], report["output_tokens"]
-        summary.generate_s, summary.failures = report["generate_s"], dict(report["failures"])
+        summary.n_generated, summary.output_tokens = report.generated, report.output_tokens
+        summary.generate_s, summary.failures = report.generate_s, dict(report.failures)
     outcome = ctx.broadcast(outcome)
     summary.elapsed_s = time.perf_counter() - started
     exc = own_exc or close_exc
@@ -531,7 +566,7 @@ def _run(config: RunConfig, *, ctx, loader: Optional[BackendLoader], progress: b
     lease: Optional[WriterLease] = None
     candidate: dict[str, Any] = {}
 
-    def prepare() -> dict[str, Any]:
+    def prepare() -> _Setup:
         """Rank 0 (first, alone): migrate the store, take a resumed run's lease, write the dataset's
         rows, find what a resume continues."""
         nonlocal engine, lease
@@ -553,7 +588,7 @@ def _run(config: RunConfig, *, ctx, loader: Optional[BackendLoader], progress: b
                                                   turns=config.turns, format=data.format)
             key_ids = db.upsert_examples(session=session, dataset_id=dataset_id,
                                          examples=[_example_dict(e) for e in data.examples])
-        return dict(dataset_id=dataset_id, key_ids=key_ids, existing=existing, previous=previous)
+        return _Setup(dataset_id=dataset_id, key_ids=key_ids, existing=existing, previous=previous)
 
     try:
         shared = _distributed.on_main(ctx, prepare)
@@ -562,17 +597,17 @@ def _run(config: RunConfig, *, ctx, loader: Optional[BackendLoader], progress: b
         sf = db.session_factory(engine)
         if lease is None:
             lease = WriterLease(sf)  # other ranks: never takes a lease (rank 0 writes the run rows)
-        common = dict(ctx=ctx, sf=sf, dataset_id=shared["dataset_id"], examples=data.examples,
-                      key_ids=shared["key_ids"], data=data, metrics=metrics, loader=loader,
+        common = dict(ctx=ctx, sf=sf, dataset_id=shared.dataset_id, examples=data.examples,
+                      key_ids=shared.key_ids, data=data, metrics=metrics, loader=loader,
                       backend_name=backend_name, progress=progress, lease=lease)
-        summary = _evaluate_model(config=config, existing_run=shared["existing"], keep_lease=bool(config.baselines),
+        summary = _evaluate_model(config=config, existing_run=shared.existing, keep_lease=bool(config.baselines),
                                   **common)
         candidate["id"] = summary.run_id
         for model in config.baselines:
             # A baseline is its own model: it does not join the candidate's family in the trend views.
             bcfg = config.model_copy(update={"model": model, "adapter": None, "name": None, "baselines": [],
                                              "resume": None, "family": None})
-            b = _evaluate_model(config=bcfg, baseline_for=summary.run_id, existing_run=shared["previous"].get(model),
+            b = _evaluate_model(config=bcfg, baseline_for=summary.run_id, existing_run=shared.previous.get(model),
                                 **common)
             _distributed.on_main(ctx, lambda: compare_runs(session_factory=sf, run_a_id=summary.run_id,
                                                            run_b_id=b.run_id) and None)
