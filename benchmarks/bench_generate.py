@@ -155,6 +155,30 @@ def bandwidth_for(name: str) -> float | None:
     return None
 
 
+def _timed(fn, device: str):
+    """(fn(), seconds), waiting for the GPU's queued work on CUDA."""
+    import torch
+
+    t0 = time.perf_counter()
+    out = fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
+
+
+def _gpu_figures(backend, gens, bandwidth_gbs, t_eval: float) -> dict:
+    """Peak memory, and the roofline (weights and KV cache read once per step) when the bandwidth is known."""
+    import torch
+
+    out = {"bandwidth_gbs": bandwidth_gbs, "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+    if bandwidth_gbs:
+        bs = backend.last_stats.get("batch_size") or 128  # the size that fit (after any halving)
+        ideal = roofline_seconds(backend, gens, bs, bandwidth_gbs)
+        out["roofline_tokens_per_s"] = round(sum(len(g.token_ids) for g in gens) / ideal, 1)
+        out["fraction_of_roofline"] = round(ideal / t_eval, 3)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -197,18 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         backend.generate(convs[:2], GenerationSettings(max_new_tokens=2), progress=False)
         if args.device == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        gens = backend.generate(convs, settings, progress=False)
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        t_eval = time.perf_counter() - t0
+        gens, t_eval = _timed(lambda: backend.generate(convs, settings, progress=False), args.device)
         tokens = sum(len(g.token_ids) for g in gens)
-
-        t0 = time.perf_counter()
-        base = seed_loop(backend.model, backend.tokenizer, convs[:n_base], args.max_new_tokens, backend.stop_ids)
-        if args.device == "cuda":
-            torch.cuda.synchronize()
-        t_base = time.perf_counter() - t0
+        base, t_base = _timed(lambda: seed_loop(backend.model, backend.tokenizer, convs[:n_base], args.max_new_tokens,
+                                                backend.stop_ids), args.device)
         base_tokens = sum(len(x) for x in base)
 
         eval_tps = tokens / t_eval
@@ -222,14 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             prompt_tokens_min=min(g.prompt_tokens for g in gens), prompt_tokens_max=max(g.prompt_tokens for g in gens),
         )
         if args.device == "cuda":
-            bw = args.bandwidth_gbs or bandwidth_for(result["gpu"])
-            result["bandwidth_gbs"] = bw
-            result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
-            if bw:
-                bs = backend.last_stats.get("batch_size") or 128  # the size that fit (after any halving)
-                ideal = roofline_seconds(backend, gens, bs, bw)
-                result["roofline_tokens_per_s"] = round(tokens / ideal, 1)
-                result["fraction_of_roofline"] = round(ideal / t_eval, 3)
+            result.update(_gpu_figures(backend, gens, args.bandwidth_gbs or bandwidth_for(result["gpu"]), t_eval))
         backend.close()
 
     print(f"evaluator: {result['evaluator_tokens_per_s']} output tok/s ({len(convs)} prompts in {t_eval:.1f}s)")

@@ -119,6 +119,23 @@ def _cpu_seconds(pids) -> float:
     return total
 
 
+def _time_aggregates(samples, single) -> tuple[int, float]:
+    """What finalize_run adds at the end of a run: corpus statistics and bootstrap CIs, 3 categories.
+    Returns (aggregate rows, seconds)."""
+    from evaluator.scoring import StoredSample, aggregate_rows
+    from evaluator.scoring._text import clear_segment_stats
+
+    stored = [StoredSample(output=x.output, reference=x.reference, result_id=i, example_id=i,
+                           category=("billing", "shipping", "tech")[i % 3], tags=["hard"] if i % 4 == 0 else [],
+                           ref_nll=-math.fsum(x.reference_logprobs), ref_tokens=len(x.reference_logprobs))
+              for i, x in enumerate(samples)]
+    values = {i: {k: (v, None) for k, v in row.items() if v is not None} for i, row in enumerate(single)}
+    clear_segment_stats()  # as from the store alone; in the process that scored they are memoised
+    t = time.perf_counter()
+    n_rows = len(aggregate_rows(stored, values))
+    return n_rows, time.perf_counter() - t
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=5000, help="example pairs (default 5000)")
@@ -176,18 +193,7 @@ def main(argv=None) -> int:
     identical = all(all(a[m] == b[m] == c[m] for m in check) for a, b, c in zip(naive, single, pooled))
     chunked = score_samples(samples[:300], metrics, workers=args.workers, chunk_size=7) == single[:300]
     print(f"identical numbers (naive = workers 1 = workers {args.workers}, any chunk size): {identical and chunked}")
-    # What finalize_run adds at the end of a run: corpus statistics and bootstrap CIs, 3 categories.
-    from evaluator.scoring import StoredSample, aggregate_rows
-
-    stored = [StoredSample(output=x.output, reference=x.reference, result_id=i, example_id=i,
-                           category=("billing", "shipping", "tech")[i % 3], tags=["hard"] if i % 4 == 0 else [],
-                           ref_nll=-math.fsum(x.reference_logprobs), ref_tokens=len(x.reference_logprobs))
-              for i, x in enumerate(samples)]
-    values = {i: {k: (v, None) for k, v in row.items() if v is not None} for i, row in enumerate(single)}
-    clear_segment_stats()  # as from the store alone; in the process that scored they are memoised
-    t = time.perf_counter()
-    n_rows = len(aggregate_rows(stored, values))
-    aggregate_s = time.perf_counter() - t
+    n_rows, aggregate_s = _time_aggregates(samples, single)
     print(f"aggregates of the run from the store ({n_rows} rows, 5 slices, BLEU/chrF statistics computed): "
           f"{aggregate_s:.1f} s")
 

@@ -135,10 +135,17 @@ def make_engine(url: Optional[str] = None, *, readonly: bool = False, must_exist
     except (ArgumentError, NoSuchModuleError) as exc:
         raise StoreError(f"cannot use store URL {url!r}: {exc}") from None
 
+    _configure_connections(engine, readonly=readonly, sqlite_readonly_file=sqlite_readonly_file)
+    return engine
+
+
+def _configure_connections(engine: Engine, *, readonly: bool, sqlite_readonly_file: bool) -> None:
+    """Settings every new connection gets: SQLite's pragmas and transaction control, or a PostgreSQL
+    reader's read-only session."""
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+        def _sqlite_pragmas(dbapi_conn, _record):
             # Take transaction control away from the sqlite3 driver (which never BEGINs before a
             # SELECT) and BEGIN ourselves below, so that a reader's statements share one snapshot
             # and writers wait for each other (busy timeout) instead of failing "database is locked".
@@ -163,19 +170,17 @@ def make_engine(url: Optional[str] = None, *, readonly: bool = False, must_exist
         begin_sql = "BEGIN" if readonly else "BEGIN IMMEDIATE"
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):  # noqa: ANN001
+        def _sqlite_begin(conn):
             conn.exec_driver_sql(begin_sql)
 
     elif engine.dialect.name == "postgresql" and readonly:
 
         @event.listens_for(engine, "connect")
-        def _pg_readonly(dbapi_conn, _record):  # noqa: ANN001
+        def _pg_readonly(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
             cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
             cur.close()
             dbapi_conn.commit()
-
-    return engine
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
