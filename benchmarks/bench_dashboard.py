@@ -30,10 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import streamlit as st  # noqa: E402
-from streamlit.testing.v1 import AppTest  # noqa: E402
+import streamlit as st
+from streamlit.testing.v1 import AppTest
 
-import db  # noqa: E402
+import db
 
 logging.disable(logging.WARNING)  # streamlit logs "No runtime found" on every AppTest run
 warnings.filterwarnings("ignore", category=DeprecationWarning)

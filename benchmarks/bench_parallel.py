@@ -37,7 +37,7 @@ for p in (ROOT, ROOT / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from bench_generate import build_cpu_model, make_prompts  # noqa: E402
+from bench_generate import build_cpu_model, make_prompts
 
 REFERENCES = ("Click the reset link in the email.", "The answer is 7.", "Paris is the capital of France.",
               "I am sorry about the delay.")

@@ -29,11 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import pandas as pd  # noqa: E402
-from sqlalchemy import select  # noqa: E402
+import pandas as pd
+from sqlalchemy import select
 
-import db  # noqa: E402
-from db._models import utcnow  # noqa: E402
+import db
+from db._models import utcnow
 
 METRICS = ["bleu", "chrf", "rouge1", "rouge2", "rougeL", "token_f1", "confidence", "perplexity"]
 CATEGORIES = ["support", "smalltalk", "math", "facts", "coding"]

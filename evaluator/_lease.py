@@ -49,7 +49,7 @@ def stop_signals() -> Iterator[None]:
         yield
         return
 
-    def handler(signum, _frame):  # noqa: ANN001
+    def handler(signum, _frame):
         raise Interrupted(signal.Signals(signum).name)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -14,7 +14,7 @@ if config.config_file_name is not None and config.attributes.get("connection") i
 target_metadata = Base.metadata
 
 
-def _configure(connection) -> None:  # noqa: ANN001
+def _configure(connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

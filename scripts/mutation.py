@@ -98,7 +98,7 @@ def _locations(names: list[str]) -> list[str]:
     for name in names:
         try:
             diff = get_diff_for_mutant(name)
-        except Exception:  # noqa: BLE001 - a mutant whose diff cannot be rebuilt still gets its function
+        except Exception:  # a mutant whose diff cannot be rebuilt still gets its function
             diff = ""
         out.append(_location(name, diff, starts))
     return out

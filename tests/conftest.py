@@ -1,8 +1,14 @@
 """Shared fixtures: a migrated temporary SQLite store and a tiny Llama checkpoint built on the spot."""
 from __future__ import annotations
 
+import glob as _glob
+import importlib.util as _ilu
 import os
+import shutil as _shutil
+import socket as _socket
+import subprocess as _subprocess
 import sys
+import uuid as _uuid
 from pathlib import Path
 
 import pytest
@@ -55,7 +61,6 @@ def engine(store_url):
 # The real-Unsloth backend test runs in its own virtual environment (.venv-unsloth, see
 # scripts/test.sh), because importing unsloth patches transformers for the whole process.
 # In an environment without unsloth it is not collected at all rather than skipped.
-import importlib.util as _ilu  # noqa: E402
 
 collect_ignore = [] if _ilu.find_spec("unsloth") else ["test_unsloth_backend.py"]
 
@@ -71,11 +76,6 @@ STORES = [s.strip() for s in os.environ.get("EVAL_TEST_STORES", "sqlite,postgres
 if not STORES or set(STORES) - {"sqlite", "postgresql"}:
     raise RuntimeError(f"EVAL_TEST_STORES={os.environ['EVAL_TEST_STORES']!r}: expected sqlite, postgresql or both")
 
-import glob as _glob  # noqa: E402
-import shutil as _shutil  # noqa: E402
-import socket as _socket  # noqa: E402
-import subprocess as _subprocess  # noqa: E402
-import uuid as _uuid  # noqa: E402
 
 
 def _pg_bin() -> Path | None:
@@ -105,7 +105,9 @@ def postgres_server():
     if os.geteuid() == 0:  # initdb refuses to run as root; use the postgres system user
         _shutil.chown(base, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    run = lambda *cmd: _subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
+    def run(*cmd: str) -> None:
+        _subprocess.run([*as_user, *cmd], check=True, capture_output=True, text=True)
+
     run(str(bindir / "initdb"), "-D", str(data), "-U", "evaltest", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
     run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-t", "60",
         "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", "start")

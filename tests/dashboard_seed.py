@@ -29,7 +29,7 @@ from typing import Any
 if __name__ == "__main__":  # python tests/dashboard_seed.py PATH: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import db  # noqa: E402
+import db
 
 # Strings that must come out literally wherever the dashboard shows data.
 HOSTILE = [

@@ -7,24 +7,23 @@ of what a mutant's tests cost. Imports only: nothing here starts a thread, so fo
 It also runs a mutant's tests fastest first (durations from mutmut's own first pass), so that a
 mutant dies on the cheapest test that catches it (``-x`` stops there).
 """
+import gc
 import json
 from pathlib import Path
 
-import alembic.command  # noqa: F401
-import pandas  # noqa: F401
-import rouge_score.rouge_scorer  # noqa: F401
-import sacrebleu  # noqa: F401
-import scipy.stats  # noqa: F401
-import torch  # noqa: F401
-import transformers  # noqa: F401
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: F401
+import alembic.command
+import pandas
+import rouge_score.rouge_scorer
+import sacrebleu
+import scipy.stats
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast
 
-import db  # noqa: F401
-import evaluator._runner  # noqa: F401
-import evaluator.models  # noqa: F401
-import evaluator.scoring  # noqa: F401
-
-import gc  # noqa: E402
+import db
+import evaluator._runner
+import evaluator.models
+import evaluator.scoring
 
 # Every session forked from the server ends with pytest's gc.collect() calls; without this they walk
 # every object torch and transformers made (about 0.35 s each). Frozen objects are never collected.

@@ -44,14 +44,14 @@ class ChatStub:
             def log_message(self, *args) -> None:  # quiet
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path != "/v1/models" or stub.models is None:
                     return stub._send(self, 404, {"error": {"message": f"no route {self.path}"}})
                 if stub.required_key and self.headers.get("Authorization") != f"Bearer {stub.required_key}":
                     return stub._send(self, 401, {"error": {"message": "invalid api key"}})
                 stub._send(self, 200, {"object": "list", "data": [{"id": m, "object": "model"} for m in stub.models]})
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 with stub.lock:
                     stub.in_flight += 1

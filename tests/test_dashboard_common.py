@@ -12,7 +12,6 @@ import db
 from dashboard import _common as common
 from dashboard.views import browser, compare
 
-
 # ---------------------------------------------------------------- filters <-> query parameters
 
 

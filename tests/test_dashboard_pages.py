@@ -133,7 +133,7 @@ def test_browser_opens_the_run_of_the_link(open_app, seeded):
     at = open_app("views/browser.py", run=str(latest))
     assert not at.exception
     assert at.selectbox(key="br_run").value == latest
-    assert f"**60** examples match" in at.markdown[0].value
+    assert "**60** examples match" in at.markdown[0].value
     assert len(at.dataframe[0].value) == 50
 
 

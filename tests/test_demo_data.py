@@ -5,8 +5,7 @@ import json
 
 import pytest
 
-from evaluator.demo import TEST_FILE, TRAIN_FILE
-from evaluator.demo import make_dataset
+from evaluator.demo import TEST_FILE, TRAIN_FILE, make_dataset
 
 CATEGORIES = {"support", "smalltalk", "arithmetic", "factual", "spelling"}
 

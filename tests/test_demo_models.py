@@ -9,8 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from evaluator.demo import DemoSettings, build_demo_models, cache_key
-from evaluator.demo import _build
+from evaluator.demo import DemoSettings, _build, build_demo_models, cache_key
 
 
 @pytest.fixture(scope="module")

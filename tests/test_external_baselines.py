@@ -9,8 +9,7 @@ import pytest
 import db
 from evaluator._runner import run_evaluation
 from evaluator.config import build_config
-from evaluator.models import BackendError
-from evaluator.models import _openai
+from evaluator.models import BackendError, _openai
 from evaluator.models._openai import chat_url, retry_after_s
 from tests.openai_stub import ChatStub
 from tests.test_runner_support import write_jsonl

@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from evaluator.models._teacher_forcing import _encode, reference_logprobs  # noqa: E402
-from evaluator.scoring import get_metrics, score_samples  # noqa: E402
-from evaluator.types import Sample  # noqa: E402
+from evaluator.models._teacher_forcing import _encode, reference_logprobs
+from evaluator.scoring import get_metrics, score_samples
+from evaluator.types import Sample
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hello there."}],

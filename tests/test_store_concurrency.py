@@ -91,7 +91,7 @@ class Reader(threading.Thread):
                         assert len({r["example_id"] for r in page.rows}) == len(page.rows)
                     self.reads += 1
                     self.while_running += any(r["status"] == "running" for r in runs)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 self.errors.append(repr(exc))
                 time.sleep(0.05)
         if engine is not None:

@@ -1,11 +1,11 @@
 """The schema's history: one head, reversible, and in agreement with db/_models.py."""
 from __future__ import annotations
 
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from alembic import command
 from sqlalchemy import func, inspect, select
 
 import db

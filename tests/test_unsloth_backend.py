@@ -22,15 +22,15 @@ if "transformers" in sys.modules:  # pragma: no cover - depends on what pytest i
     print("warning: transformers was imported before unsloth in this process", file=sys.stderr)
 try:
     import unsloth  # noqa: F401  (before transformers: it patches it)
-    from unsloth import FastLanguageModel  # noqa: F401
+    from unsloth import FastLanguageModel  # noqa: F401  (a broken install fails here, visibly)
 except Exception as exc:  # pragma: no cover - a broken install must be visible, not a silent skip
     if os.environ.get("CI") and os.environ.get("UNSLOTH_REQUIRED"):
         raise
     pytest.skip(f"unsloth is installed but cannot be imported: {type(exc).__name__}: {exc}", allow_module_level=True)
 
-from evaluator.models import choose_backend, load_backend  # noqa: E402
-from evaluator.types import GenerationSettings  # noqa: E402
-from tests.test_runner_support import make_lora_adapter, make_varied_model  # noqa: E402
+from evaluator.models import choose_backend, load_backend
+from evaluator.types import GenerationSettings
+from tests.test_runner_support import make_lora_adapter, make_varied_model
 
 CONVS = [[{"role": "user", "content": "Hello there. " * (1 + i) + "What is 3 plus 4?"}] for i in range(5)]
 

@@ -131,7 +131,7 @@ def start_dashboard(url: str, port: int) -> subprocess.Popen:
     return proc
 
 
-def _interrupt(signum, frame):  # noqa: ARG001
+def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 

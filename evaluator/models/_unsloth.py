@@ -30,7 +30,7 @@ os.environ.setdefault("UNSLOTH_SKIP_TORCHVISION_CHECK", "1")
 
 def import_unsloth():
     """Import unsloth (before transformers, whose modules it patches)."""
-    import unsloth  # noqa: F401  (import for its side effects, first)
+    import unsloth  # for its side effects, first
 
     return unsloth
 

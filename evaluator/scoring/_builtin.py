@@ -1,7 +1,7 @@
 """The built-in metrics: importing this module registers them (see ``_text.py`` and ``_model_metrics.py``)."""
 from __future__ import annotations
 
-import evaluator.scoring._model_metrics  # noqa: F401  (registers perplexity, confidence, ...)
+import evaluator.scoring._model_metrics  # registers perplexity, confidence, ...
 import evaluator.scoring._text  # noqa: F401  (registers bleu, chrf, rouge*, exact_match, ...)
 
 # What ``get_metrics(None)`` returns, in this order (also the order reports list them).

@@ -43,7 +43,7 @@ def _load(path: str):
         raise ValueError("--metric evaluate:... needs the 'evaluate' package (pip install evaluate)") from None
     try:
         return evaluate.load(str(local) if local.exists() else path, keep_in_memory=True)
-    except Exception as exc:  # noqa: BLE001 - network, missing script, bad script: one clear line
+    except Exception as exc:  # network, missing script, bad script: one clear line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         extra = "" if local.exists() else f"; if there is no network, {_hint(path)}"
         raise ValueError(f"cannot load evaluate metric {path!r}: {first}{extra}") from None

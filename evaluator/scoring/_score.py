@@ -55,7 +55,7 @@ def score_one(sample: Sample, metrics: Sequence[MetricSpec]) -> dict[str, Value]
             continue
         try:
             value = m.fn(sample)
-        except Exception as exc:  # noqa: BLE001 - one metric's failure must not stop the others
+        except Exception as exc:  # one metric's failure must not stop the others
             out[m.name] = (None, _error_text(exc))
             continue
         if value is None:
@@ -130,7 +130,7 @@ def _picklable(spec: MetricSpec) -> bool:
         return False
     try:
         pickle.dumps(spec)
-    except Exception:  # noqa: BLE001 - lambdas, closures, local classes
+    except Exception:  # lambdas, closures, local classes
         return False
     return True
 
@@ -167,7 +167,7 @@ def iter_scores(samples: Iterable[Sample], metrics: Optional[Sequence[MetricSpec
         nonlocal warned
         try:
             return fut.result()
-        except Exception as exc:  # noqa: BLE001 - a worker that cannot run the chunk: do it here
+        except Exception as exc:  # a worker that cannot run the chunk: do it here
             if isinstance(exc, BrokenProcessPool):
                 _POOLS.pop(workers, None)
             if not warned:

@@ -285,7 +285,7 @@ def rouge2(sample: Sample) -> Optional[float]:
 
 
 @register_metric("rougeL", needs_reference=True, _builtin=True)
-def rougeL(sample: Sample) -> Optional[float]:  # noqa: N802 (the metric's usual name)
+def rougeL(sample: Sample) -> Optional[float]:  # the metric's usual name
     """ROUGE-L F-measure, 0-1: longest common subsequence of the whole texts (not the
     sentence-split ``rougeLsum``), P = LCS/|output|, R = LCS/|reference|; same tokenizer as ``rouge1``."""
     return _rouge(sample, 2)

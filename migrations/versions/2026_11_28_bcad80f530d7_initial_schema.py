@@ -10,9 +10,8 @@ Create Date: 2026-11-28 23:20:25.418358
 """
 from typing import Sequence, Union
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision: str = 'bcad80f530d7'
 down_revision: Union[str, None] = None

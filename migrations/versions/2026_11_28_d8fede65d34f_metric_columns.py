@@ -8,9 +8,8 @@ Create Date: 2026-11-28 23:28:43.212734
 """
 from typing import Sequence, Union
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision: str = 'd8fede65d34f'
 down_revision: Union[str, None] = 'bcad80f530d7'

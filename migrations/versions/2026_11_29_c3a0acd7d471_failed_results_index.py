@@ -7,9 +7,8 @@ Create Date: 2026-11-29 00:15:44.422255
 """
 from typing import Sequence, Union
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision: str = 'c3a0acd7d471'
 down_revision: Union[str, None] = 'd8fede65d34f'

@@ -11,9 +11,8 @@ Create Date: 2026-12-03 09:00:00
 """
 from typing import Sequence, Union
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision: str = 'e41b7c2f9a10'
 down_revision: Union[str, None] = 'c3a0acd7d471'
