@@ -7,15 +7,12 @@ import os
 import shutil as _shutil
 import socket as _socket
 import subprocess as _subprocess
-import sys
 import uuid as _uuid
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 # An accidental hub call must fail fast instead of hanging on a machine without internet.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
