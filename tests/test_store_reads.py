@@ -229,3 +229,135 @@ def test_a_review_queue_holds_at_most_500_examples_by_default(any_engine):
             dict(example_id=keys[f"k{i}"], output="x", output_tokens=1, finish_reason="stop") for i in range(501)])
     with sf() as s:
         assert len(db.selected_example_ids(session=s, query=db.ResultQuery(run_id=run))) == 500
+
+
+# Rows are written out of order below, so that a query that drops one of its sort keys returns another order.
+SHUFFLED = [("category=b", "a", "mean"), ("", "b", "mean"), ("", "a", "mean"), ("", "a", "corpus")]
+SORTED = [("", "a", "corpus"), ("", "a", "mean"), ("", "b", "mean"), ("category=b", "a", "mean")]
+
+
+def test_a_runs_aggregates_are_its_own_sorted_by_slice_metric_and_kind(store):
+    sf, ids = store
+    with sf.begin() as s:
+        for run, base in ((ids["newer"], 0.0), (ids["older"], 100.0)):
+            db.replace_aggregates(session=s, run_id=run, rows=[
+                dict(metric=m, slice=sl, kind=k, n=i + 1, value=base + i, ci_low=base + i - 0.5, ci_high=base + i + 0.5,
+                     extra={"i": i} if i == 0 else None) for i, (sl, m, k) in enumerate(SHUFFLED)])
+    with sf() as s:
+        rows = db.run_aggregates(session=s, run_id=ids["newer"])
+        assert db.run_aggregates(session=s, run_id=ids["third"]) == []
+    assert [(r["slice"], r["metric"], r["kind"]) for r in rows] == SORTED
+    assert rows[3] == dict(metric="a", slice="category=b", kind="mean", n=1, value=0.0, ci_low=-0.5, ci_high=0.5,
+                           extra={"i": 0})
+    assert rows[0]["extra"] == {} and (rows[0]["n"], rows[0]["value"]) == (4, 3.0)
+
+
+def test_stored_comparisons_are_the_pairs_own_in_order_with_every_column(store):
+    sf, ids = store
+    rows = [dict(metric=m, slice=sl, kind=k, n=4, value_a=2.0, value_b=1.0 + i, delta=1.0 - i, ci_low=-0.5,
+                 ci_high=1.5, p_value=0.01 * (i + 1), p_holm=0.04, wins=3, ties=i, losses=1 - (i % 2),
+                 method=f"method {i}") for i, (sl, m, k) in enumerate(SHUFFLED)]
+    with sf.begin() as s:
+        db.replace_comparisons(session=s, run_a_id=ids["newer"], run_b_id=ids["older"], rows=rows)
+        db.replace_comparisons(session=s, run_a_id=ids["newer"], run_b_id=ids["third"], rows=rows[:1])
+        db.replace_comparisons(session=s, run_a_id=ids["third"], run_b_id=ids["older"], rows=rows[:1])
+    with sf() as s:
+        got = db.stored_comparisons(session=s, run_a_id=ids["newer"], run_b_id=ids["older"])
+        assert db.stored_comparisons(session=s, run_a_id=ids["older"], run_b_id=ids["newer"]) == []
+    assert [(r["slice"], r["metric"], r["kind"]) for r in got] == SORTED
+    first = dict(got[3])
+    assert first.pop("created_at") is not None
+    assert first == dict(metric="a", slice="category=b", kind="mean", n=4, value_a=2.0, value_b=1.0, delta=1.0,
+                         ci_low=-0.5, ci_high=1.5, p_value=0.01, p_holm=0.04, wins=3, ties=0, losses=1,
+                         method="method 0")
+
+
+def test_baselines_of_a_run_are_the_runs_evaluated_for_it_in_id_order(store):
+    sf, ids = store
+    with sf.begin() as s:
+        later = db.create_run(session=s, name="b2", model="m", backend="transformers", dataset_id=ids["ds"],
+                              baseline_for_id=ids["newer"])
+        db.update_run(session=s, run_id=ids["older"], baseline_for_id=ids["newer"])
+        db.update_run(session=s, run_id=ids["third"], baseline_for_id=ids["older"])
+    with sf() as s:
+        assert db.baselines_of(session=s, run_id=ids["newer"]) == sorted([ids["older"], later])
+        assert db.baselines_of(session=s, run_id=ids["older"]) == [ids["third"]]
+        assert db.baselines_of(session=s, run_id=ids["third"]) == []
+
+
+def test_list_runs_splits_running_from_interrupted_by_the_writers_lease(store):
+    """A "running" run whose writer has gone silent is listed as interrupted, not as running; a run stopped
+    by a signal ("interrupted") is listed there too."""
+    sf, ids = store
+    with sf.begin() as s:
+        db.update_run(session=s, run_id=ids["older"], status="running", writer="host:1:gone",
+                      heartbeat_at=T0)  # a lease that ran out long ago
+        db.update_run(session=s, run_id=ids["third"], status="interrupted")
+        db.update_run(session=s, run_id=ids["newer"], status="finished")
+
+    def names(status):
+        with sf() as s:
+            return [r["name"] for r in db.list_runs(session=s, status=status)]
+
+    assert names("interrupted") == ["third", "older"]
+    assert names("running") == []
+    assert names("finished") == ["newer"]
+    with sf.begin() as s:
+        db.update_run(session=s, run_id=ids["older"], writer=None)  # no lease: running as it says
+    assert names("running") == ["older"]
+    assert names("interrupted") == ["third"]
+
+
+def test_export_pages_split_inside_a_row_index_and_keep_results_without_metrics(store):
+    """Two examples share a row index (turns of one conversation); a page boundary between them must not lose
+    the second. A result without any metric exports an empty mapping."""
+    sf, ids = store
+    with sf.begin() as s:
+        ex = db.upsert_examples(session=s, dataset_id=ids["ds"], examples=[
+            dict(key="k1b", row_index=1, messages=[{"role": "user", "content": "second turn"}])])
+        db.insert_results(session=s, run_id=ids["newer"], results=[
+            dict(example_id=ex["k1b"], output="o", output_tokens=1, finish_reason="stop")])
+    with sf() as s:
+        by_chunk = {c: [(r["row_index"], r["example_key"]) for r in db.export_rows(session=s, run_id=ids["newer"],
+                                                                                   chunk=c)]
+                    for c in (1, 2, 3, 1000)}
+        plain = {r["example_key"]: r for r in db.export_rows(session=s, run_id=ids["newer"])}
+    order = [(0, "k0"), (1, "k1"), (1, "k1b"), (2, "k2"), (3, "k3")]
+    assert by_chunk == {c: order for c in (1, 2, 3, 1000)}
+    assert plain["k1b"]["metrics"] == {}
+
+
+def test_result_detail_holds_every_field_of_its_own_run(store):
+    sf, ids = store
+    with sf.begin() as s:
+        ex = db.upsert_examples(session=s, dataset_id=ids["ds"], examples=[
+            dict(key="k9", row_index=8, messages=[{"role": "system", "content": "be brief"},
+                                                  {"role": "user", "content": "q9"}],
+                 reference="r9", category="billing", source="crm", conversation_id="c-9", turn_index=3,
+                 tags=["hard", "vip"], metadata={"ticket": 42})])
+        for run, out in ((ids["older"], "older answer"), (ids["newer"], "answer nine")):
+            db.insert_results(session=s, run_id=run, results=[dict(
+                example_id=ex["k9"], output=out, output_tokens=3, prompt_tokens=11, finish_reason="length",
+                failures=int(db.FailureKind.TRUNCATED | db.FailureKind.REPETITION), error="partly failed",
+                latency_ms=12.5, logprobs=[-0.5, -0.25, -1.0], tokens=["an", "swer", " nine"], ref_nll=2.5,
+                ref_tokens=4, metrics={"rougeL": (None, "boom"), "bleu": 7.0, "zeta": 1.0, "alpha": 2.0})],
+                higher_is_better={"bleu": True, "rougeL": True, "zeta": True, "alpha": True})
+    with sf() as s:
+        d = db.result_detail(session=s, run_id=ids["newer"], example_id=ex["k9"])
+        other = db.result_detail(session=s, run_id=ids["older"], example_id=ex["k9"])
+        assert db.result_detail(session=s, run_id=ids["third"], example_id=ex["k9"]) is None
+        bare = db.result_detail(session=s, run_id=ids["newer"], example_id=ids["keys"]["k0"])
+    logprobs = d.pop("logprobs")
+    assert isinstance(d.pop("result_id"), int)
+    assert d == dict(
+        run_id=ids["newer"], example_id=ex["k9"], key="k9", row_index=8,
+        messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "q9"}], reference="r9",
+        category="billing", tags=["hard", "vip"], conversation_id="c-9", turn_index=3, metadata={"ticket": 42},
+        output="answer nine", output_tokens=3, prompt_tokens=11, finish_reason="length",
+        failures=["truncated", "repetition"], latency_ms=12.5, error="partly failed", tokens=["an", "swer", " nine"],
+        ref_nll=2.5, ref_tokens=4, metrics={"alpha": 2.0, "bleu": 7.0, "rougeL": None, "zeta": 1.0},
+        metric_errors={"rougeL": "boom"})
+    assert list(d["metrics"]) == ["alpha", "bleu", "rougeL", "zeta"]  # by name, not by when a metric was first seen
+    assert logprobs == pytest.approx([-0.5, -0.25, -1.0])
+    assert other["output"] == "older answer" and other["run_id"] == ids["older"]
+    assert (bare["tags"], bare["metadata"], bare["failures"], bare["conversation_id"]) == ([], {}, [], None)
