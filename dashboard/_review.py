@@ -72,7 +72,7 @@ def record_verdict(open_transaction: Callable[[], ContextManager[Any]], *, run_i
                    reviewer: str, verdict: Optional[str], comment: str = "") -> Optional[str]:
     """Store one verdict in its own transaction; None on success, else a one-line reason nothing was saved.
 
-    ``open_transaction()`` yields a session inside a transaction (``common.write_session``, or
+    ``open_transaction()`` yields a session inside a transaction (``_store.write_session``, or
     ``sessionmaker.begin`` in tests). Nothing is lost on failure: the caller keeps the form's values.
     Two reviewers saving at once queue on the store's write lock (SQLite: BEGIN IMMEDIATE with a busy
     timeout); only a lock held past that timeout ends here, as a "press Save again" message.

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st_
 
 import db
-from dashboard import _common as common
+from dashboard import _format, _links, _store
 from dashboard.views import browser, compare
 
 # ---------------------------------------------------------------- filters <-> query parameters
@@ -19,33 +19,33 @@ def test_filters_round_trip_through_params():
     q = db.ResultQuery(run_id=7, ranges=(db.MetricRange("bleu", 10.0, None), db.MetricRange("rouge_l", None, 0.5)),
                        text="refund", category="support", tag="multi-turn", failure="truncated",
                        verdict="unreviewed", example_ids=(3, 17), sort="bleu", descending=True)
-    p = common.filters_to_params(q)
+    p = _links.filters_to_params(q)
     assert p == {"run": "7", "range": ["bleu:10:", "rouge_l::0.5"], "text": "refund", "category": "support",
                  "tag": "multi-turn", "failure": "truncated", "verdict": "unreviewed", "ids": "3,17",
                  "sort": "bleu", "desc": "1"}
-    assert common.filters_from_params(p) == q
+    assert _links.filters_from_params(p) == q
 
 
 def test_a_single_range_is_a_plain_string_param():
-    p = common.filters_to_params(db.ResultQuery(run_id=1, ranges=(db.MetricRange("exact_match", 1.0, 1.0),)))
+    p = _links.filters_to_params(db.ResultQuery(run_id=1, ranges=(db.MetricRange("exact_match", 1.0, 1.0),)))
     assert p == {"run": "1", "range": "exact_match:1:1"}
-    assert common.filters_from_params(p).ranges == (db.MetricRange("exact_match", 1.0, 1.0),)
+    assert _links.filters_from_params(p).ranges == (db.MetricRange("exact_match", 1.0, 1.0),)
 
 
 def test_metric_names_with_colons_survive_the_range_format():
     q = db.ResultQuery(run_id=1, ranges=(db.MetricRange("judge:gpt:score", 0.25, 2.0),))
-    assert common.filters_from_params(common.filters_to_params(q)) == q
+    assert _links.filters_from_params(_links.filters_to_params(q)) == q
 
 
 def test_filters_need_a_run():
     with pytest.raises(ValueError, match="no run"):
-        common.filters_from_params({"text": "x"})
+        _links.filters_from_params({"text": "x"})
     with pytest.raises(ValueError):
-        common.filters_from_params({"run": "abc"})
+        _links.filters_from_params({"run": "abc"})
 
 
 def test_malformed_link_values_are_ignored_not_fatal():
-    q = common.filters_from_params({"run": "3", "range": ["bleu:x:1", "nocolon", "ok:1:", "inf:inf:nan"],
+    q = _links.filters_from_params({"run": "3", "range": ["bleu:x:1", "nocolon", "ok:1:", "inf:inf:nan"],
                                     "failure": "exploded", "verdict": "maybe", "ids": "1,a,2", "desc": "nope"})
     assert q.ranges == (db.MetricRange("ok", 1.0, None), db.MetricRange("inf", None, None))
     assert q.failure is None and q.verdict is None and q.example_ids == (1, 2) and q.descending is False
@@ -53,7 +53,7 @@ def test_malformed_link_values_are_ignored_not_fatal():
 
 def test_saved_view_params_shape_is_understood():
     # db.SavedView.params as the review page stores them (filters_to_params output, JSON round trip).
-    q = common.filters_from_params({"run": 5, "category": "math", "range": ["bleu:1:2"]})
+    q = _links.filters_from_params({"run": 5, "category": "math", "range": ["bleu:1:2"]})
     assert q.run_id == 5 and q.category == "math" and q.ranges == (db.MetricRange("bleu", 1.0, 2.0),)
 
 
@@ -62,7 +62,7 @@ _text = st_.text(st_.characters(blacklist_categories=("Cs",)), max_size=30)
 
 @settings(max_examples=200, deadline=None)
 @given(run=st_.integers(1, 10**9), text=_text, category=_text, tag=_text,
-       failure=st_.sampled_from([None, *common.FAILURE_FILTERS]), verdict=st_.sampled_from([None, *common.VERDICT_FILTERS]),
+       failure=st_.sampled_from([None, *_links.FAILURE_FILTERS]), verdict=st_.sampled_from([None, *_links.VERDICT_FILTERS]),
        ranges=st_.lists(st_.tuples(st_.text(min_size=1, max_size=12).filter(lambda s: s.strip() == s),
                                    st_.one_of(st_.none(), st_.floats(-1e6, 1e6)),
                                    st_.one_of(st_.none(), st_.floats(-1e6, 1e6))), max_size=3),
@@ -71,19 +71,19 @@ def test_any_filter_state_survives_the_link(run, text, category, tag, failure, v
     q = db.ResultQuery(run_id=run, ranges=tuple(db.MetricRange(m, lo, hi) for m, lo, hi in ranges),
                        text=text or None, category=category or None, tag=tag or None, failure=failure,
                        verdict=verdict, sort=sort or None, descending=desc)
-    assert common.filters_from_params(common.filters_to_params(q)) == q
+    assert _links.filters_from_params(_links.filters_to_params(q)) == q
 
 
 def test_clean_params_drops_empty_values_and_stringifies():
-    assert common.clean_params({"a": None, "b": "", "c": 3, "d": 2.0, "e": 0.25, "f": True, "g": False,
+    assert _links.clean_params({"a": None, "b": "", "c": 3, "d": 2.0, "e": 0.25, "f": True, "g": False,
                                 "h": ["x", "", None], "i": []}) == {"c": "3", "d": "2", "e": "0.25", "f": "1", "h": "x"}
 
 
 def test_param_readers_tolerate_garbage():
     p = {"i": "12", "bad": "x", "f": "nan", "b": "yes", "l": ["1", "2"]}
-    assert common.param_int(p, "i") == 12 and common.param_int(p, "bad", 4) == 4
-    assert common.param_float(p, "f", 0.5) == 0.5 and common.param_bool(p, "b")
-    assert common.param_str(p, "l") == "2" and common.param_list(p["l"]) == ["1", "2"]
+    assert _links.param_int(p, "i") == 12 and _links.param_int(p, "bad", 4) == 4
+    assert _links.param_float(p, "f", 0.5) == 0.5 and _links.param_bool(p, "b")
+    assert _links.param_str(p, "l") == "2" and _links.param_list(p["l"]) == ["1", "2"]
 
 
 # ---------------------------------------------------------------- store url, runs
@@ -91,10 +91,10 @@ def test_param_readers_tolerate_garbage():
 
 def test_store_url_takes_db_flag_over_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("EVAL_DB_URL", "sqlite:///from-env.sqlite")
-    assert common.store_url(["--db", "sqlite:///flag.sqlite"]) == "sqlite:///flag.sqlite"
-    assert common.store_url(["--db=sqlite:///eq.sqlite"]) == "sqlite:///eq.sqlite"
-    assert common.store_url([]) == "sqlite:///from-env.sqlite"
-    assert common.store_url(["--db", str(tmp_path / "bare.sqlite")]) == f"sqlite:///{tmp_path / 'bare.sqlite'}"
+    assert _store.store_url(["--db", "sqlite:///flag.sqlite"]) == "sqlite:///flag.sqlite"
+    assert _store.store_url(["--db=sqlite:///eq.sqlite"]) == "sqlite:///eq.sqlite"
+    assert _store.store_url([]) == "sqlite:///from-env.sqlite"
+    assert _store.store_url(["--db", str(tmp_path / "bare.sqlite")]) == f"sqlite:///{tmp_path / 'bare.sqlite'}"
 
 
 @pytest.mark.parametrize("name,family,expected", [
@@ -102,7 +102,7 @@ def test_store_url_takes_db_flag_over_environment(monkeypatch, tmp_path):
     ("acme-chat-v3", "acme", "acme"), ("-odd", None, "-odd"), ("a:b-c", None, "a:b"),
 ])
 def test_family_falls_back_to_the_name_prefix(name, family, expected):
-    assert common.family_of(name, family) == expected
+    assert _format.family_of(name, family) == expected
 
 
 def _runs(rows):
@@ -113,37 +113,37 @@ def test_default_pair_is_latest_candidate_and_its_baseline():
     t = dt.datetime(2026, 1, 1)
     runs = _runs([(1, t, None, 1), (2, t, 1, 1), (3, t + dt.timedelta(days=1), None, 1),
                   (4, t + dt.timedelta(days=1, minutes=5), 3, 1), (5, t + dt.timedelta(days=2), None, 1)])
-    assert common.default_pair(runs) == (3, 4)
+    assert _format.default_pair(runs) == (3, 4)
 
 
 def test_default_pair_without_baselines_takes_the_two_latest_on_one_dataset():
     t = dt.datetime(2026, 1, 1)
     runs = _runs([(1, t, None, 1), (2, t + dt.timedelta(days=1), None, 2), (3, t + dt.timedelta(days=2), None, 1)])
-    assert common.default_pair(runs) == (3, 1)
-    assert common.default_pair(_runs([(1, t, None, 1)])) == (1, None)
-    assert common.default_pair(_runs([])) == (None, None)
+    assert _format.default_pair(runs) == (3, 1)
+    assert _format.default_pair(_runs([(1, t, None, 1)])) == (1, None)
+    assert _format.default_pair(_runs([])) == (None, None)
 
 
 def test_headline_prefers_corpus_figures():
     aggs = pd.DataFrame([dict(run_id=1, metric="bleu", kind="mean", value=1.0, ci_low=0, ci_high=2, n=3),
                          dict(run_id=1, metric="bleu", kind="corpus", value=5.0, ci_low=4, ci_high=6, n=3),
                          dict(run_id=1, metric="em", kind="mean", value=0.5, ci_low=0.4, ci_high=0.6, n=3)])
-    got = common.headline(aggs).set_index("metric")["value"].to_dict()
+    got = _format.headline(aggs).set_index("metric")["value"].to_dict()
     assert got == {"bleu": 5.0, "em": 0.5}
 
 
 def test_fmt_ci():
-    assert common.fmt_ci(0.61234, 0.58, 0.64) == "0.612 [0.58, 0.64]"
-    assert common.fmt_ci(None, None, None) == "–" and common.fmt_ci(2.0, None, None) == "2"
+    assert _format.fmt_ci(0.61234, 0.58, 0.64) == "0.612 [0.58, 0.64]"
+    assert _format.fmt_ci(None, None, None) == "–" and _format.fmt_ci(2.0, None, None) == "2"
 
 
 def test_chart_selection_events_are_read_defensively():
     event = {"selection": {"pick": [{"run_id": 5, "family": "x"}], "box": {"value_a": [0.9, 0.1], "value_b": [0, 1]}}}
-    assert common.selected_values(event, "pick", "run_id") == [5]
-    assert common.selected_interval(event, "box") == {"value_a": (0.1, 0.9), "value_b": (0.0, 1.0)}
-    assert common.selected_values({"selection": {}}, "pick", "run_id") == []
-    assert common.selected_values(None, "pick", "run_id") == []
-    assert common.selected_interval({"selection": {"box": {}}}, "box") == {}
+    assert _links.selected_values(event, "pick", "run_id") == [5]
+    assert _links.selected_interval(event, "box") == {"value_a": (0.1, 0.9), "value_b": (0.0, 1.0)}
+    assert _links.selected_values({"selection": {}}, "pick", "run_id") == []
+    assert _links.selected_values(None, "pick", "run_id") == []
+    assert _links.selected_interval({"selection": {"box": {}}}, "box") == {}
 
 
 # ---------------------------------------------------------------- page helpers

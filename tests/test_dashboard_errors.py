@@ -124,9 +124,9 @@ def test_errors_inside_a_page_become_a_message(monkeypatch, tmp_path):
     def page():
         from sqlalchemy.exc import OperationalError
 
-        from dashboard import _common as common
+        from dashboard import _store
 
-        with common.guard():
+        with _store.guard():
             raise OperationalError("SELECT 1", {}, Exception("database is locked"))
 
     at = AppTest.from_function(page, default_timeout=30).run()

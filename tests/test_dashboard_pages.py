@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import db
-from dashboard import _common as common
+from dashboard import _links, _store
 from tests.dashboard_seed import HOSTILE, seed_store
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
@@ -143,7 +143,7 @@ def test_browser_filters_from_the_link(open_app, seeded):
               "sort": "bleu", "desc": "1"}
     at = open_app("views/browser.py", **params)
     assert not at.exception
-    expected = _count(url, common.filters_from_params(params))
+    expected = _count(url, _links.filters_from_params(params))
     assert 0 < expected < 60
     rows = at.dataframe[0].value
     assert len(rows) == expected
@@ -258,7 +258,7 @@ def test_unknown_run_in_link_falls_back_with_a_warning(open_app):
 def test_csv_export_is_what_the_filters_select(seeded):
     url, ids = seeded
     for q in (db.ResultQuery(run_id=ids["latest"], failure="none"), db.ResultQuery(run_id=ids["latest"], tag="hostile")):
-        frame = pd.read_csv(io.StringIO(common.export_csv(url, q)().decode("utf-8")), keep_default_na=False)
+        frame = pd.read_csv(io.StringIO(_store.export_csv(url, q)().decode("utf-8")), keep_default_na=False)
         assert len(frame) == _count(url, q) and "metric:bleu" in frame.columns
     joined = " ".join(frame["prompt_text"])
     assert all(h.strip() in joined for h in HOSTILE)
@@ -378,7 +378,7 @@ def test_hostile_strings_come_out_literal_in_the_browser(open_app, seeded):
         at = open_app("views/browser.py", run=str(ids["latest"]), ex=str(ex))
         assert not at.exception
         _assert_data_never_markdown(at)
-        detail = common.load_detail(seeded[0], ids["latest"], ex)
+        detail = _store.load_detail(seeded[0], ids["latest"], ex)
         hostile = [h for h in HOSTILE if h in detail["messages"][-1]["content"]]
         assert hostile, "seed puts a hostile string in every hostile example"
         assert any(hostile[0] in t for t in _texts(at)), "shown literally (st.text / st.code)"
@@ -490,7 +490,7 @@ def test_human_verdicts_show_in_runs_and_compare(open_app, seeded):
         for reviewer, verdict in (("ann", "pass"), ("bo", "pass"), ("cy", "fail: reference wrong")):
             db.add_annotation(session=s, run_id=a, example_id=example, reviewer=reviewer, verdict=verdict)
     engine.dispose()
-    common.clear_caches()
+    _store.clear_caches()
     runs = open_app("views/runs.py").dataframe[0].value.set_index("id")
     assert runs.loc[a, "reviewed"] >= 1 and 0 < runs.loc[a, "human_pass"] <= 1
     cmp = open_app("views/compare.py", a=str(a), b=str(b), metric="bleu")

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import event, select
 
 import db
-from dashboard import _common as common
+from dashboard import _links
 from dashboard import _review as review
 from tests.review_data import RunSpec, make_store
 
@@ -100,7 +100,7 @@ def test_queue_from_a_saved_browser_filter_and_verdicts_in_the_browser_filter(ha
     with Session() as s:
         view = db.saved_view(session=s, name="b, q >= 0.25")
         assert [v["name"] for v in db.saved_views(session=s)] == ["b, q >= 0.25"]
-        query = common.filters_from_params(view["params"])
+        query = _links.filters_from_params(view["params"])
         queue = db.queue_example_ids(session=s, query=query)
     assert queue == [ex[3], ex[5], ex[7]]  # category b (odd rows) with q = 0.3, 0.5, 0.7
     _annotate(Session, r1, queue[0], "alice", "pass")

@@ -18,7 +18,7 @@ from alembic import command
 from streamlit.testing.v1 import AppTest
 
 import db
-from dashboard import _common as common
+from dashboard import _store
 from evaluator import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def test_export_csv_defuses_formulas_and_keeps_numbers(capsys, tmp_path):
 def test_example_browser_csv_download_defuses_formulas(tmp_path):
     url = f"sqlite:///{tmp_path / 's.sqlite'}"
     seed(url)
-    frame = pd.read_csv(io.BytesIO(common.export_csv(url, db.ResultQuery(run_id=1))()), keep_default_na=False)
+    frame = pd.read_csv(io.BytesIO(_store.export_csv(url, db.ResultQuery(run_id=1))()), keep_default_na=False)
     assert sorted(frame["output"]) == sorted("'" + o if o[0] in "=+-@\t" else o for o in HOSTILE_OUTPUTS)
     texts = [v for col in frame.columns for v in frame[col] if isinstance(v, str)]
     assert texts and not any(v.startswith(("=", "+", "-", "@", "\t")) for v in texts)

@@ -1,6 +1,6 @@
 """Example browser: one run, filtered, sorted and paged in SQL; the detail of one example.
 
-Query parameters: the filter state of ``common.filters_from_params`` (run, text, category, tag,
+Query parameters: the filter state of ``links.filters_from_params`` (run, text, category, tag,
 failure, verdict, range (repeated), sort, desc, ids), plus page (1-based), size and ex (example id).
 """
 from __future__ import annotations
@@ -14,7 +14,9 @@ import pandas as pd
 import streamlit as st
 
 import db
-from dashboard import _common as common
+from dashboard import _format as fmt
+from dashboard import _links as links
+from dashboard import _store as store
 
 PAGE = "browser"
 SORT_EXTRA = {"latency_ms": "latency (ms)", "output_tokens_col": "output tokens", "row": "dataset row"}
@@ -99,20 +101,20 @@ def _sidebar_filters(url: str, run_id: int, query: db.ResultQuery, metrics: list
     sb = st.sidebar
     sb.header("Filters")
     text = sb.text_input("Search prompt, output and reference", key="br_text")
-    categories = common.load_categories(url, run_id)
+    categories = store.load_categories(url, run_id)
     category = sb.selectbox("Category", [None, *categories], key="br_category", placeholder="(any)",
                             format_func=lambda c: "(any)" if c is None else c)
     tag = sb.text_input("Tag", key="br_tag")
-    failure = sb.selectbox("Failure", [None, *common.FAILURE_FILTERS], key="br_failure", placeholder="(all)",
+    failure = sb.selectbox("Failure", [None, *links.FAILURE_FILTERS], key="br_failure", placeholder="(all)",
                            format_func=lambda f: {None: "(all)", "any": "any failure", "none": "no failure"}.get(f, f))
-    verdict = sb.selectbox("Verdict", [None, *common.VERDICT_FILTERS], key="br_verdict", placeholder="(all)",
+    verdict = sb.selectbox("Verdict", [None, *links.VERDICT_FILTERS], key="br_verdict", placeholder="(all)",
                            format_func=lambda v: {None: "(all)", "any": "any verdict (reviewed)"}.get(v, v))
     range_metrics = sb.multiselect("Metric ranges", metrics, key="br_ranges")
-    bounds = common.load_bounds(url, run_id, tuple(range_metrics)) if range_metrics else {}
+    bounds = store.load_bounds(url, run_id, tuple(range_metrics)) if range_metrics else {}
     ranges = []
     for m in range_metrics:
         lo_b, hi_b = bounds.get(m, (None, None))
-        hint = f"range in this run: {common.fmt_num(lo_b)} to {common.fmt_num(hi_b)}" if lo_b is not None else None
+        hint = f"range in this run: {fmt.fmt_num(lo_b)} to {fmt.fmt_num(hi_b)}" if lo_b is not None else None
         sb.text(m)  # a metric name is data: plain text, never a (markdown) widget label
         for key in (f"br_lo_{m}", f"br_hi_{m}"):
             st.session_state.setdefault(key, None)  # a metric just added starts unbounded
@@ -129,7 +131,7 @@ def _sidebar_filters(url: str, run_id: int, query: db.ResultQuery, metrics: list
 
 
 def _detail(url: str, run_id: int, example_id: int) -> None:
-    d = common.load_detail(url, run_id, example_id)
+    d = store.load_detail(url, run_id, example_id)
     if d is None:
         st.warning(f"Example {example_id} is not in run #{run_id}.")
         return
@@ -194,7 +196,7 @@ def _detail(url: str, run_id: int, example_id: int) -> None:
                    "(red: unsure, green: confident). · is a space, ⏎ a newline.")
         st.altair_chart(_token_chart(tf), width="stretch")
 
-    ann = common.load_annotations(url, run_id, example_id)
+    ann = store.load_annotations(url, run_id, example_id)
     st.markdown("#### Verdicts")
     if ann.empty:
         st.caption("Not reviewed yet.")
@@ -206,11 +208,11 @@ def _detail(url: str, run_id: int, example_id: int) -> None:
 
 
 def main() -> None:
-    url = common.require_store()
-    p = common.params()
+    url = store.require_store()
+    p = links.params()
 
     # 1. link -> widgets
-    all_runs = common.load_run_index(url)
+    all_runs = store.load_run_index(url)
     if all_runs.empty:
         st.title("Example browser")
         st.info("This store has no runs yet: evaluate a model first (`python -m evaluator run ...`).")
@@ -220,13 +222,13 @@ def main() -> None:
     finished = all_runs[all_runs["status"] == "finished"]
     default_run = int(finished.iloc[0]["id"]) if not finished.empty else run_ids[0]  # the latest finished run
     try:
-        linked = common.filters_from_params(p)
+        linked = links.filters_from_params(p)
     except ValueError:
         linked = db.ResultQuery(run_id=default_run)
     if linked.run_id not in run_ids:
         missing_run, linked = linked.run_id, db.ResultQuery(run_id=default_run)
-    metrics = common.load_run_metrics(url, linked.run_id)
-    categories = common.load_categories(url, linked.run_id)
+    metrics = store.load_run_metrics(url, linked.run_id)
+    categories = store.load_categories(url, linked.run_id)
     ranges = [r for r in linked.ranges if r.metric in metrics]
     seeds: dict[str, Any] = {
         "br_run": linked.run_id, "br_text": linked.text or "",
@@ -235,28 +237,28 @@ def main() -> None:
         "br_ranges": [r.metric for r in ranges],
         "br_sort": linked.sort if linked.sort in metrics or linked.sort in SORT_EXTRA else None,
         "br_desc": linked.descending,
-        "br_size": common.param_int(p, "size", 50) if common.param_int(p, "size") in common.PAGE_SIZES else 50,
-        "br_page": max(1, common.param_int(p, "page", 1) or 1),
-        "br_ex": common.param_int(p, "ex"),
+        "br_size": links.param_int(p, "size", 50) if links.param_int(p, "size") in links.PAGE_SIZES else 50,
+        "br_page": max(1, links.param_int(p, "page", 1) or 1),
+        "br_ex": links.param_int(p, "ex"),
     }
     for r in ranges:
         seeds[f"br_lo_{r.metric}"], seeds[f"br_hi_{r.metric}"] = r.lo, r.hi
-    common.sync_widgets(PAGE, seeds)
+    links.sync_widgets(PAGE, seeds)
 
     # 2. widgets
     st.title("Example browser")
     if missing_run is not None:
         st.warning(f"Run #{missing_run} is not in this store; showing the latest run instead.")
-    label = common.run_label(all_runs)
+    label = fmt.run_label(all_runs)
     run_id = st.selectbox("Run", run_ids, key="br_run", format_func=label)
     if run_id != linked.run_id:  # another run: keep the filters that still apply, start at page 1
-        metrics = common.load_run_metrics(url, run_id)
+        metrics = store.load_run_metrics(url, run_id)
         st.session_state["br_ranges"] = [m for m in st.session_state.get("br_ranges", []) if m in metrics]
         if st.session_state.get("br_sort") not in (None, *metrics, *SORT_EXTRA):
             st.session_state["br_sort"] = None
-        if st.session_state.get("br_category") not in (None, *common.load_categories(url, run_id)):
+        if st.session_state.get("br_category") not in (None, *store.load_categories(url, run_id)):
             st.session_state["br_category"] = None
-    run = common.load_run(url, run_id) or {}
+    run = store.load_run(url, run_id) or {}
     st.text(f"model {run.get('model')} · adapter {run.get('adapter') or '-'} · "
             f"dataset {run.get('dataset')}/{run.get('split') or '-'} · status {run.get('status')}")
     if run.get("status") == "running":
@@ -275,22 +277,22 @@ def main() -> None:
     # 3. data (the page number and size widgets are drawn below, their state is known already)
     size = st.session_state.get("br_size") or 50
     page = max(1, int(st.session_state.get("br_page") or 1))
-    data = common.load_page(url, query, page - 1, size)
+    data = store.load_page(url, query, page - 1, size)
     total = data["total"]
     pages = max(1, math.ceil(total / size))
     if page > pages:  # a link or a narrower filter points past the end
         page = st.session_state["br_page"] = pages
-        data = common.load_page(url, query, page - 1, size)
+        data = store.load_page(url, query, page - 1, size)
     rows: pd.DataFrame = data["rows"]
     c1, c2, c3, c4 = st.columns([2, 1, 1, 2], vertical_alignment="bottom")
     c1.markdown(f"**{total:,}** examples match · page {page} of {pages}")
     page = c2.number_input("Page", min_value=1, step=1, key="br_page")
-    size = c3.selectbox("Per page", common.PAGE_SIZES, key="br_size")
-    c4.download_button("Export the selection to CSV", data=common.export_csv(url, query),
+    size = c3.selectbox("Per page", links.PAGE_SIZES, key="br_size")
+    c4.download_button("Export the selection to CSV", data=store.export_csv(url, query),
                        file_name=f"run{run_id}_examples.csv", mime="text/csv", key="br_export",
                        on_click="ignore", icon=":material/download:")
-    c4.page_link(common.REVIEW_PAGE, label="Review these examples in a meeting", icon=":material/rate_review:",
-                 query_params=common.filters_to_params(query))
+    c4.page_link(links.REVIEW_PAGE, label="Review these examples in a meeting", icon=":material/rate_review:",
+                 query_params=links.filters_to_params(query))
 
     # 4. render
     ids = [int(i) for i in rows["example_id"]] if not rows.empty else []
@@ -321,11 +323,11 @@ def main() -> None:
         _detail(url, run_id, int(ex))
 
     # widgets -> link
-    out = common.filters_to_params(query)
+    out = links.filters_to_params(query)
     out.update(page=page if page > 1 else None, size=size if size != 50 else None, ex=ex)
-    common.write_params(out, page=PAGE)
+    links.write_params(out, page=PAGE)
 
 
 if __name__ == "__main__":  # st.navigation runs a page as __main__; tests import it for its helpers
-    with common.guard():
+    with store.guard():
         main()

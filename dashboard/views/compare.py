@@ -15,7 +15,9 @@ import pandas as pd
 import streamlit as st
 
 import db
-from dashboard import _common as common
+from dashboard import _format as fmt
+from dashboard import _links as links
+from dashboard import _store as store
 
 PAGE = "compare"
 PAGE_SIZE = 25
@@ -59,7 +61,7 @@ def summary_table(comp: dict[str, Any], slice_rows: bool) -> pd.DataFrame:
             **({"slice": rows["slice"]} if slice_rows else {}),
             "metric": rows["metric"], "kind": rows["kind"], "n": rows["n"],
             "A": rows["value_a"], "B": rows["value_b"], "delta (A - B)": rows["delta"],
-            "95% CI of delta": [common.fmt_ci(d, lo, hi)
+            "95% CI of delta": [fmt.fmt_ci(d, lo, hi)
                                 for d, lo, hi in zip(rows["delta"], rows["ci_low"], rows["ci_high"])],
             "p (Holm)": rows["p_holm"], "p": rows["p_value"],
             "wins": rows["wins"], "ties": rows["ties"], "losses": rows["losses"], "method": rows["method"],
@@ -131,7 +133,7 @@ def _scatter(cells: pd.DataFrame, lo: float, hi: float, metric: str) -> alt.Laye
 
 
 def _runs_header(url: str, a: int, b: int) -> tuple[dict, dict]:
-    ra, rb = common.load_run(url, a) or {}, common.load_run(url, b) or {}
+    ra, rb = store.load_run(url, a) or {}, store.load_run(url, b) or {}
     for tag, r in (("A", ra), ("B", rb)):
         st.text(f"{tag}: #{r.get('id')} {r.get('name')} · model {r.get('model')} · adapter {r.get('adapter') or '-'} · "
                 f"{r.get('dataset')}/{r.get('split') or '-'} · {r.get('status')}")
@@ -142,51 +144,51 @@ def _runs_header(url: str, a: int, b: int) -> tuple[dict, dict]:
 
 
 def main() -> None:
-    url = common.require_store()
-    p = common.params()
+    url = store.require_store()
+    p = links.params()
 
     # 1. link -> widgets
-    all_runs = common.load_run_index(url)
+    all_runs = store.load_run_index(url)
     if len(all_runs) < 2:
         st.title("Compare runs")
         st.info("Comparing needs two runs in the store; this one has fewer.")
         st.stop()
     run_ids = [int(i) for i in all_runs["id"]]
-    da, dbb = common.default_pair(all_runs)
-    a = common.param_int(p, "a", da)
-    b = common.param_int(p, "b", dbb)
+    da, dbb = fmt.default_pair(all_runs)
+    a = links.param_int(p, "a", da)
+    b = links.param_int(p, "b", dbb)
     a = a if a in run_ids else da
     b = b if b in run_ids else dbb
-    metrics_a = common.load_run_metrics(url, a) if a is not None else []
-    metric = common.param_str(p, "metric")
+    metrics_a = store.load_run_metrics(url, a) if a is not None else []
+    metric = links.param_str(p, "metric")
     seeds: dict[str, Any] = {
         "cmp_a": a, "cmp_b": b,
         "cmp_metric": metric if metric in metrics_a else None,
-        "cmp_order": common.param_str(p, "order") if common.param_str(p, "order") in ORDERS else "abs_desc",
-        "cmp_thr": common.param_float(p, "thr"),
-        "cmp_flips": common.param_bool(p, "flips"),
-        "cmp_category": common.param_str(p, "category"),
-        "cmp_page": max(1, common.param_int(p, "page", 1) or 1),
-        "cmp_ex": common.param_int(p, "ex"),
-        "cmp_box": parse_box(common.param_str(p, "box")),
-        "cmp_slices": common.param_bool(p, "slices"),
+        "cmp_order": links.param_str(p, "order") if links.param_str(p, "order") in ORDERS else "abs_desc",
+        "cmp_thr": links.param_float(p, "thr"),
+        "cmp_flips": links.param_bool(p, "flips"),
+        "cmp_category": links.param_str(p, "category"),
+        "cmp_page": max(1, links.param_int(p, "page", 1) or 1),
+        "cmp_ex": links.param_int(p, "ex"),
+        "cmp_box": parse_box(links.param_str(p, "box")),
+        "cmp_slices": links.param_bool(p, "slices"),
     }
-    common.sync_widgets(PAGE, seeds)
+    links.sync_widgets(PAGE, seeds)
 
     # 2. widgets
     st.title("Compare runs")
-    label = common.run_label(all_runs)
+    label = fmt.run_label(all_runs)
     k1, k2 = st.columns(2)
     a = k1.selectbox("Run A (candidate)", run_ids, key="cmp_a", format_func=label)
     b = k2.selectbox("Run B (baseline)", run_ids, key="cmp_b", format_func=label)
     if a == b:
         st.warning("Choose two different runs.")
-        common.write_params({"a": a, "b": b}, page=PAGE)
+        links.write_params({"a": a, "b": b}, page=PAGE)
         st.stop()
     _runs_header(url, a, b)
 
     # 3./4. per-metric summary
-    comp = common.load_comparison(url, a, b)
+    comp = store.load_comparison(url, a, b)
     st.subheader("Per metric")
     if comp["stored"].empty:
         st.info(NOT_SCORED, icon=":material/info:")
@@ -203,7 +205,7 @@ def main() -> None:
                          help=None if stored_slices else "Computed from the stored scores when you ask for it.")
     if by_slice:
         if not stored_slices:
-            comp = dict(comp, by_slice=common.load_slices(url, a, b))
+            comp = dict(comp, by_slice=store.load_slices(url, a, b))
             st.caption("No per-slice comparison is stored: plain means and counts per category.")
         slices = summary_table(comp, slice_rows=True)
         if slices.empty:
@@ -212,16 +214,16 @@ def main() -> None:
             st.dataframe(slices, hide_index=True, width="stretch", column_config=cfg)
 
     # scatter of A vs B for one metric
-    shared_metrics = [m for m in common.load_run_metrics(url, a) if m in common.load_run_metrics(url, b)]
+    shared_metrics = [m for m in store.load_run_metrics(url, a) if m in store.load_run_metrics(url, b)]
     if not shared_metrics:
         st.info("The two runs have no metric in common.")
-        common.write_params({"a": a, "b": b}, page=PAGE)
+        links.write_params({"a": a, "b": b}, page=PAGE)
         return
     if st.session_state.get("cmp_metric") not in shared_metrics:
         st.session_state["cmp_metric"] = shared_metrics[0]
     st.subheader("Per example")
     metric = st.selectbox("Metric", shared_metrics, key="cmp_metric")
-    grid = common.load_grid(url, a, b, metric)
+    grid = store.load_grid(url, a, b, metric)
     lo, hi = grid["lo"], grid["hi"]
     box: Optional[db.Box] = st.session_state.get("cmp_box")
     if grid["n"] == 0:
@@ -239,13 +241,13 @@ def main() -> None:
         nonce = st.session_state.setdefault("_cmp_chart_nonce", 0)
         event = st.altair_chart(_scatter(cells, lo, hi, metric), on_select="rerun", key=f"cmp_scatter_{nonce}",
                                 selection_mode="box", width="stretch")
-        region = common.selected_interval(event, "box")
+        region = links.selected_interval(event, "box")
         if region:
             (a_lo, a_hi), (b_lo, b_hi) = region.get("value_a", (None, None)), region.get("value_b", (None, None))
             box = db.Box(a_lo, a_hi, b_lo, b_hi)
     if box is not None:
-        st.text(f"Region: A in [{common.fmt_num(box.a_lo)}, {common.fmt_num(box.a_hi)}], "
-                f"B in [{common.fmt_num(box.b_lo)}, {common.fmt_num(box.b_hi)}]")
+        st.text(f"Region: A in [{fmt.fmt_num(box.a_lo)}, {fmt.fmt_num(box.a_hi)}], "
+                f"B in [{fmt.fmt_num(box.b_lo)}, {fmt.fmt_num(box.b_hi)}]")
         if st.button("Clear region", key="cmp_clear"):
             st.session_state["_cmp_chart_nonce"] = st.session_state.get("_cmp_chart_nonce", 0) + 1
             box = None
@@ -259,7 +261,7 @@ def main() -> None:
                           help="An example passes when its value is at least this (at most, for lower-is-better "
                                "metrics the direction does not matter: a flip is a pass in one run and not the other).")
     flips = f3.toggle("Only flips", key="cmp_flips")
-    categories = common.load_categories(url, a)
+    categories = store.load_categories(url, a)
     if st.session_state.get("cmp_category") not in (None, *categories):
         st.session_state["cmp_category"] = None
     category = f4.selectbox("Category", [None, *categories], key="cmp_category", placeholder="(any)",
@@ -271,11 +273,11 @@ def main() -> None:
         st.session_state["cmp_page"] = 1
     st.session_state["_cmp_state"] = state
     page = max(1, int(st.session_state.get("cmp_page") or 1))
-    data = common.load_compare_examples(url, a, b, metric, order, threshold, flips, box, category, page - 1, PAGE_SIZE)
+    data = store.load_compare_examples(url, a, b, metric, order, threshold, flips, box, category, page - 1, PAGE_SIZE)
     pages = max(1, math.ceil(data["total"] / PAGE_SIZE))
     if page > pages:
         page = st.session_state["cmp_page"] = pages
-        data = common.load_compare_examples(url, a, b, metric, order, threshold, flips, box, category, page - 1,
+        data = store.load_compare_examples(url, a, b, metric, order, threshold, flips, box, category, page - 1,
                                             PAGE_SIZE)
     g1, g2 = st.columns([3, 1], vertical_alignment="bottom")
     g1.markdown(f"**{data['total']:,}** examples · page {page} of {pages}")
@@ -307,7 +309,7 @@ def main() -> None:
         _example(url, a, b, int(ex))
 
     # widgets -> link
-    common.write_params({
+    links.write_params({
         "a": a if a != da else None, "b": b if b != dbb else None,
         "metric": metric if metric != shared_metrics[0] else None,
         "order": order if order != "abs_desc" else None, "thr": thr, "flips": flips, "category": category,
@@ -324,7 +326,7 @@ def _pick_row() -> None:
 
 
 def _example(url: str, a: int, b: int, example_id: int) -> None:
-    da, dbb = common.load_detail(url, a, example_id), common.load_detail(url, b, example_id)
+    da, dbb = store.load_detail(url, a, example_id), store.load_detail(url, b, example_id)
     d = da or dbb
     if d is None:
         st.warning(f"Example {example_id} is in neither run.")
@@ -344,10 +346,10 @@ def _example(url: str, a: int, b: int, example_id: int) -> None:
         col.code(det["output"], language=None, wrap_lines=True)
         col.dataframe(pd.DataFrame([{"metric": k, "value": v} for k, v in det["metrics"].items()]),
                       hide_index=True, width="stretch")
-        col.page_link(common.BROWSER_PAGE, label=f"Open in the browser ({tag})", icon=":material/open_in_new:",
+        col.page_link(links.BROWSER_PAGE, label=f"Open in the browser ({tag})", icon=":material/open_in_new:",
                       query_params={"run": str(run), "ex": str(example_id)})
 
 
 if __name__ == "__main__":  # st.navigation runs a page as __main__; tests import it for its helpers
-    with common.guard():
+    with store.guard():
         main()

@@ -19,75 +19,69 @@ import pandas as pd
 import streamlit as st
 
 import db
-from dashboard import _common as common
+from dashboard import _format as fmt
+from dashboard import _links as links
 from dashboard import _review as review
+from dashboard import _store as store
 
 PAGE = "errors"
 INVERSE_PPL = "1/perplexity"
 SECTIONS = {"dist": "Distributions", "conf": "Confidence vs quality", "fail": "Failure kinds", "len": "Length",
             "dis": "Disagreement"}
 SAMPLE = 2000
-_cache = st.cache_data(ttl=common.TTL_S, max_entries=common.MAX_ENTRIES, show_spinner=False)
-
-
-def _q(url: str, fn, **kwargs):
-    with common.read_session(url) as session:
-        return fn(session=session, **kwargs)
-
-
-@_cache
+@store.cached
 def load_histograms(url: str, run_ids: tuple[int, ...], metric: str) -> dict[str, Any]:
-    return _q(url, db.metric_histograms, run_ids=list(run_ids), metric=metric, bins=30)
+    return store.read(url, db.metric_histograms, run_ids=list(run_ids), metric=metric, bins=30)
 
 
-@_cache
+@store.cached
 def load_pair_sample(url: str, run_id: int, x: str, y: str, invert_x: bool) -> dict[str, Any]:
-    return _q(url, db.metric_pair_sample, run_id=run_id, metric_x=x, metric_y=y, invert_x=invert_x, limit=SAMPLE)
+    return store.read(url, db.metric_pair_sample, run_id=run_id, metric_x=x, metric_y=y, invert_x=invert_x, limit=SAMPLE)
 
 
-@_cache
+@store.cached
 def load_reliability(url: str, run_id: int, conf: str, metric: str, invert: bool, thr: Optional[float],
                      hib: bool) -> dict[str, Any]:
-    return _q(url, db.reliability_bins, run_id=run_id, confidence=conf, metric=metric, bins=10,
+    return store.read(url, db.reliability_bins, run_id=run_id, confidence=conf, metric=metric, bins=10,
               invert_confidence=invert, threshold=thr, higher_is_better=hib)
 
 
-@_cache
+@store.cached
 def load_failures(url: str, run_ids: tuple[int, ...]) -> list[dict[str, Any]]:
-    return _q(url, db.failure_summary, run_ids=list(run_ids))
+    return store.read(url, db.failure_summary, run_ids=list(run_ids))
 
 
-@_cache
+@store.cached
 def load_length_sample(url: str, run_id: int, metric: str) -> dict[str, Any]:
-    return _q(url, db.length_sample, run_id=run_id, metric=metric, limit=SAMPLE)
+    return store.read(url, db.length_sample, run_id=run_id, metric=metric, limit=SAMPLE)
 
 
-@_cache
+@store.cached
 def load_by_length(url: str, run_id: int, metric: str, measure: str) -> list[dict[str, Any]]:
-    return _q(url, db.metric_by_length, run_id=run_id, metric=metric, measure=measure)
+    return store.read(url, db.metric_by_length, run_id=run_id, metric=metric, measure=measure)
 
 
-@_cache
+@store.cached
 def load_disagreements(url: str, run_id: int, x: str, y: str, x_min: float, y_max: float) -> dict[str, Any]:
-    return _q(url, db.metric_disagreements, run_id=run_id, metric_x=x, metric_y=y, x_at_least=x_min,
+    return store.read(url, db.metric_disagreements, run_id=run_id, metric_x=x, metric_y=y, x_at_least=x_min,
               y_at_most=y_max, page_size=50)
 
 
-@_cache
+@store.cached
 def load_verdict_summary(url: str, run_id: int, metric: str) -> list[dict[str, Any]]:
-    return _q(url, db.verdict_metric_summary, run_id=run_id, metric=metric)
+    return store.read(url, db.verdict_metric_summary, run_id=run_id, metric=metric)
 
 
-@_cache
+@store.cached
 def load_verdict_disagreements(url: str, run_id: int, metric: str, good: float, bad: float,
                                hib: bool) -> dict[str, Any]:
-    return _q(url, db.verdict_disagreements, run_id=run_id, metric=metric, good=good, bad=bad,
+    return store.read(url, db.verdict_disagreements, run_id=run_id, metric=metric, good=good, bad=bad,
               higher_is_better=hib, page_size=50)
 
 
-@_cache
+@store.cached
 def load_pass_rates(url: str, run_ids: tuple[int, ...]) -> dict[int, dict[str, Any]]:
-    return _q(url, db.human_pass_rates, run_ids=list(run_ids))
+    return store.read(url, db.human_pass_rates, run_ids=list(run_ids))
 
 
 # ---------------------------------------------------------------- small pure helpers
@@ -199,7 +193,7 @@ def _confidence(url: str, run_id: int, conf: str, metric: str, thr: float, hib: 
         rng = (f"perplexity::{1 / lo_conf:.6g}" if invert and lo_conf > 0 else f"{source}:{lo_conf:.6g}:")
         fail_rng = f"{metric}::{thr:.6g}" if hib else f"{metric}:{thr:.6g}:"
         if not invert or lo_conf > 0:
-            st.page_link(common.BROWSER_PAGE, label="Open the confident examples that fail in the browser",
+            st.page_link(links.BROWSER_PAGE, label="Open the confident examples that fail in the browser",
                          icon=":material/open_in_new:",
                          query_params={"run": str(run_id), "range": [rng, fail_rng]})
 
@@ -219,7 +213,7 @@ def _failures(url: str, run_ids: list[int], names: dict[int, str]) -> None:
         cols = st.columns([1, 3, 2, 3, 3, 4, 2])
         cols[0].text(f"#{rid}")
         for col, row in zip(cols[1:], overall[overall["run_id"] == rid].itertuples()):
-            col.page_link(common.BROWSER_PAGE, label=f"{row.kind}: {row.count}", icon=":material/filter_alt:",
+            col.page_link(links.BROWSER_PAGE, label=f"{row.kind}: {row.count}", icon=":material/filter_alt:",
                           query_params={"run": str(rid), "failure": "any" if row.kind == "any failure" else row.kind},
                           disabled=row.count == 0)
     st.text("Per category (rows with at least one failure); 'examples' opens them in the example browser:")
@@ -318,63 +312,63 @@ def _disagreement(url: str, run_id: int, metric: str, m2: str, bounds: dict, inf
 
 
 def main() -> None:
-    url = common.require_store()
-    p = common.params()
+    url = store.require_store()
+    p = links.params()
 
     # 1. link -> widgets
-    runs = common.load_runs(url)["runs"]
+    runs = store.load_runs(url)["runs"]
     st.title("Error analysis")
     if runs.empty:
         st.info("This store has no runs yet: evaluate a model first (`python -m evaluator run ...`).")
         st.stop()
     run_ids = [int(i) for i in runs["id"]]
-    run_id = common.param_int(p, "run")
+    run_id = links.param_int(p, "run")
     if run_id not in run_ids:
         if run_id is not None:
             st.warning(f"Run #{run_id} is not in this store; showing the latest run.")
         run_id = run_ids[0]
-    metrics = common.load_run_metrics(url, run_id)
+    metrics = store.load_run_metrics(url, run_id)
     conf_options = [*metrics, *([INVERSE_PPL] if "perplexity" in metrics else [])]
     default_conf = "confidence" if "confidence" in metrics else (INVERSE_PPL if "perplexity" in metrics else None)
     quality = [m for m in metrics if m not in ("confidence", "perplexity")] or metrics
-    metric = common.param_str(p, "metric")
+    metric = links.param_str(p, "metric")
     metric = metric if metric in metrics else (quality[0] if quality else None)
-    m2 = common.param_str(p, "m2")
+    m2 = links.param_str(p, "m2")
     others = [m for m in metrics if m != metric]
     m2 = m2 if m2 in metrics else (others[0] if others else metric)
-    conf = common.param_str(p, "conf")
-    vs = common.param_int(p, "vs")
-    common.sync_widgets(PAGE, {
+    conf = links.param_str(p, "conf")
+    vs = links.param_int(p, "vs")
+    links.sync_widgets(PAGE, {
         "errors_run": run_id,
         "errors_vs": vs if vs in run_ids and vs != run_id else None,
         "errors_metric": metric,
         "errors_conf": conf if conf in conf_options else default_conf,
         "errors_m2": m2,
-        "errors_by": common.param_str(p, "by") if common.param_str(p, "by") in db.LENGTH_MEASURES else
+        "errors_by": links.param_str(p, "by") if links.param_str(p, "by") in db.LENGTH_MEASURES else
         "output_tokens",
-        "errors_section": common.param_str(p, "tab") if common.param_str(p, "tab") in SECTIONS else "dist",
+        "errors_section": links.param_str(p, "tab") if links.param_str(p, "tab") in SECTIONS else "dist",
     })
 
     # 2. widgets
-    label = common.run_label(runs)
+    label = fmt.run_label(runs)
     c1, c2 = st.columns(2)
     run_id = c1.selectbox("Run", run_ids, key="errors_run", format_func=label)
     vs = c2.selectbox("Overlay a second run (optional)", [None, *[r for r in run_ids if r != run_id]],
                       key="errors_vs", format_func=label)
-    metrics = common.load_run_metrics(url, run_id)
+    metrics = store.load_run_metrics(url, run_id)
     if not metrics:
         st.info("This run has no metric values yet.")
-        common.write_params({"run": run_id}, page=PAGE)
+        links.write_params({"run": run_id}, page=PAGE)
         return
     if st.session_state.get("errors_metric") not in metrics:
         st.session_state["errors_metric"] = quality[0] if quality and quality[0] in metrics else metrics[0]
-    info = common.load_metric_info(url)
-    bounds = common.load_bounds(url, run_id, tuple(metrics))
+    info = store.load_metric_info(url)
+    bounds = store.load_bounds(url, run_id, tuple(metrics))
     c3, c4 = st.columns(2)
     metric = c3.selectbox("Quality metric", metrics, key="errors_metric")
     hib = info.get(metric) is not False
     thr_default = default_threshold(bounds.get(metric))
-    thr = common.param_float(p, "thr") if common.param_str(p, "metric") == metric else None
+    thr = links.param_float(p, "thr") if links.param_str(p, "metric") == metric else None
     thr = c4.number_input("Pass threshold (value " + ("≥" if hib else "≤") + " threshold passes)",
                           value=float(thr if thr is not None else thr_default), key=f"errors_thr_{metric}")
     shown = [run_id] + ([vs] if vs is not None else [])
@@ -389,8 +383,8 @@ def main() -> None:
     section = st.segmented_control("Section", list(SECTIONS), format_func=SECTIONS.get, key="errors_section",
                                    required=True)
     # Only the chosen section is computed; the others' settings stay in the link until they are shown.
-    carried = {"conf": conf if conf in conf_options else None, "m2": common.param_str(p, "m2"),
-               "by": common.param_str(p, "by")}
+    carried = {"conf": conf if conf in conf_options else None, "m2": links.param_str(p, "m2"),
+               "by": links.param_str(p, "by")}
     if section == "dist":
         _distributions(url, shown, names, metrics)
     elif section == "conf":
@@ -414,7 +408,7 @@ def main() -> None:
         _disagreement(url, run_id, metric, carried["m2"], bounds, info)
 
     # widgets -> link
-    common.write_params({
+    links.write_params({
         "run": run_id, "vs": vs, "metric": metric, "thr": float(thr) if float(thr) != thr_default else None,
         "tab": section if section != "dist" else None,
         "conf": carried["conf"] if carried["conf"] != default_conf else None,
@@ -422,5 +416,5 @@ def main() -> None:
     }, page=PAGE)
 
 
-with common.guard():
+with store.guard():
     main()

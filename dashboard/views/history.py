@@ -17,56 +17,50 @@ import pandas as pd
 import streamlit as st
 
 import db
-from dashboard import _common as common
+from dashboard import _format as fmt
+from dashboard import _links as links
 from dashboard import _review as review
+from dashboard import _store as store
 
 PAGE = "history"
 ALL = "*"
-_cache = st.cache_data(ttl=common.TTL_S, max_entries=common.MAX_ENTRIES, show_spinner=False)
-
-
-def _q(url: str, fn, **kwargs):
-    with common.read_session(url) as session:
-        return fn(session=session, **kwargs)
-
-
-@_cache
+@store.cached
 def load_dataset_runs(url: str, dataset_id: int) -> pd.DataFrame:
-    rows = _q(url, db.dataset_runs, dataset_id=dataset_id)
+    rows = store.read(url, db.dataset_runs, dataset_id=dataset_id)
     df = pd.DataFrame(rows, columns=["id", "name", "family", "model", "created_at", "status", "baseline_for_id"])
-    df["family"] = [common.family_of(n, f) for n, f in zip(df["name"], df["family"])]
+    df["family"] = [fmt.family_of(n, f) for n, f in zip(df["name"], df["family"])]
     return df
 
 
-@_cache
+@store.cached
 def load_example_ref(url: str, example_id: int) -> Optional[dict[str, Any]]:
-    return _q(url, db.example_ref, example_id=example_id)
+    return store.read(url, db.example_ref, example_id=example_id)
 
 
-@_cache
+@store.cached
 def load_find(url: str, dataset_id: int, text: str) -> list[dict[str, Any]]:
-    return _q(url, db.find_examples, dataset_id=dataset_id, text=text, limit=100)
+    return store.read(url, db.find_examples, dataset_id=dataset_id, text=text, limit=100)
 
 
-@_cache
+@store.cached
 def load_example(url: str, dataset_id: int, key: str) -> Optional[dict[str, Any]]:
-    return _q(url, db.example_by_key, dataset_id=dataset_id, key=key)
+    return store.read(url, db.example_by_key, dataset_id=dataset_id, key=key)
 
 
-@_cache
+@store.cached
 def load_history(url: str, dataset_id: int, key: str) -> list[dict[str, Any]]:
-    return _q(url, db.example_history, dataset_id=dataset_id, key=key)
+    return store.read(url, db.example_history, dataset_id=dataset_id, key=key)
 
 
-@_cache
+@store.cached
 def load_broken_fixed(url: str, a: int, b: int, metric: str, thr: float, hib: bool) -> dict[str, Any]:
-    return _q(url, db.broken_and_fixed, before_run_id=a, after_run_id=b, metric=metric, threshold=thr,
+    return store.read(url, db.broken_and_fixed, before_run_id=a, after_run_id=b, metric=metric, threshold=thr,
               higher_is_better=hib, limit=500)
 
 
-@_cache
+@store.cached
 def load_flaky(url: str, run_ids: tuple[int, ...], metric: str, thr: float, hib: bool) -> dict[str, Any]:
-    return _q(url, db.flaky_examples, run_ids=list(run_ids), metric=metric, threshold=thr, higher_is_better=hib,
+    return store.read(url, db.flaky_examples, run_ids=list(run_ids), metric=metric, threshold=thr, higher_is_better=hib,
               limit=200)
 
 
@@ -80,7 +74,7 @@ def history_frame(history: list[dict[str, Any]], metric: Optional[str], thr: flo
     passes = db.pass_pattern(history, metric, thr, hib) if metric else [None] * len(history)
     rows = []
     for h, ok in zip(history, passes):
-        row = dict(run_id=h["run_id"], run=h["run_name"], family=common.family_of(h["run_name"], h["family"]),
+        row = dict(run_id=h["run_id"], run=h["run_name"], family=fmt.family_of(h["run_name"], h["family"]),
                    date=h["created_at"], result="–" if ok is None else ("pass" if ok else "fail"),
                    finish=h["finish_reason"], failures=", ".join(h["failures"]) or "none")
         row.update({m: h["metrics"].get(m) for m in names})
@@ -162,19 +156,19 @@ def _rows_table(rows: list[dict[str, Any]], dataset_id: int, after_run: int, lin
 
 
 def main() -> None:
-    url = common.require_store()
-    p = common.params()
+    url = store.require_store()
+    p = links.params()
     st.title("Example history")
 
     # 1. link -> widgets
-    datasets = common.load_datasets(url)
+    datasets = store.load_datasets(url)
     ds_ids = [d["id"] for d in datasets if d["n_runs"]]
     if not ds_ids:
         st.info("This store has no runs yet: evaluate a model first (`python -m evaluator run ...`).")
         st.stop()
     ds_label = {d["id"]: f"{d['name']} / {d['split'] or '-'} ({d['n_runs']} runs)" for d in datasets}
-    dataset_id, key = common.param_int(p, "dataset"), common.param_str(p, "key")
-    linked_ex = common.param_int(p, "example")
+    dataset_id, key = links.param_int(p, "dataset"), links.param_str(p, "key")
+    linked_ex = links.param_int(p, "example")
     if linked_ex is not None:
         ref = load_example_ref(url, linked_ex)
         if ref is None:
@@ -185,10 +179,10 @@ def main() -> None:
         dataset_id = ds_ids[0]
     runs = load_dataset_runs(url, dataset_id)
     families = [f for f, _ in runs["family"].value_counts().items()]
-    family = common.param_str(p, "family")
+    family = links.param_str(p, "family")
     if family not in (*families, ALL):
         family = families[0] if families else ALL
-    common.sync_widgets(PAGE, {"history_dataset": dataset_id, "history_family": family, "history_key": key})
+    links.sync_widgets(PAGE, {"history_dataset": dataset_id, "history_family": family, "history_key": key})
 
     # 2. widgets
     c1, c2 = st.columns(2)
@@ -202,20 +196,20 @@ def main() -> None:
     versions = runs if family == ALL else runs[runs["family"] == family]
     version_ids = [int(i) for i in versions["id"]]
     run_ids = [int(i) for i in runs["id"]]
-    metrics = sorted({m for r in version_ids[-1:] or run_ids[-1:] for m in common.load_run_metrics(url, r)})
+    metrics = sorted({m for r in version_ids[-1:] or run_ids[-1:] for m in store.load_run_metrics(url, r)})
     if not metrics:
         st.info("These runs have no metric values yet.")
         return
-    info = common.load_metric_info(url)
-    metric = common.param_str(p, "metric")
+    info = store.load_metric_info(url)
+    metric = links.param_str(p, "metric")
     if st.session_state.get("history_metric") not in metrics:
         st.session_state["history_metric"] = metric if metric in metrics else metrics[0]
     c3, c4 = st.columns(2)
     metric = c3.selectbox("Metric", metrics, key="history_metric")
     hib = info.get(metric) is not False
-    bounds = common.load_bounds(url, version_ids[-1] if version_ids else run_ids[-1], (metric,)).get(metric)
+    bounds = store.load_bounds(url, version_ids[-1] if version_ids else run_ids[-1], (metric,)).get(metric)
     thr_default = 0.5 if bounds is None or (bounds[0] >= 0 and bounds[1] <= 1) else round(sum(bounds) / 2, 4)
-    linked_thr = common.param_float(p, "thr") if common.param_str(p, "metric") == metric else None
+    linked_thr = links.param_float(p, "thr") if links.param_str(p, "metric") == metric else None
     thr = float(c4.number_input("Pass threshold (value " + ("≥" if hib else "≤") + " threshold passes)",
                                 value=float(linked_thr if linked_thr is not None else thr_default),
                                 key=f"history_thr_{metric}"))
@@ -230,8 +224,8 @@ def main() -> None:
     if len(version_ids) < 2:
         st.info("Needs at least two versions.")
     else:
-        label = common.run_label(common.load_runs(url)["runs"])
-        a_param, b_param = common.param_int(p, "a"), common.param_int(p, "b")
+        label = fmt.run_label(store.load_runs(url)["runs"])
+        a_param, b_param = links.param_int(p, "a"), links.param_int(p, "b")
         if st.session_state.get("history_a") not in version_ids:
             st.session_state["history_a"] = a_param if a_param in version_ids else version_ids[-2]
         if st.session_state.get("history_b") not in version_ids:
@@ -268,11 +262,11 @@ def main() -> None:
                          column_config={"history": st.column_config.LinkColumn("history", display_text="history")})
 
     # widgets -> link
-    common.write_params({
+    links.write_params({
         "dataset": dataset_id, "key": key, "family": family, "metric": metric,
         "thr": thr if thr != thr_default else None, "a": a, "b": b,
     }, page=PAGE)
 
 
-with common.guard():
+with store.guard():
     main()

@@ -5,7 +5,7 @@ Query parameters: view (saved view name), pos (1-based position in the queue), r
 Opened with example-browser filter parameters instead (run, category, range, ...: the browser's link
 format), the page offers to save that filter as a named view for a new queue.
 
-Verdicts are the only thing the dashboard writes; they go through ``common.write_session``.
+Verdicts are the only thing the dashboard writes; they go through ``store.write_session``.
 """
 from __future__ import annotations
 
@@ -19,52 +19,45 @@ import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
 import db
-from dashboard import _common as common
+from dashboard import _links as links
 from dashboard import _review as review
+from dashboard import _store as store
 
 PAGE = "review"
 FILTER_KEYS = ("run", "text", "category", "tag", "failure", "verdict", "range", "sort", "desc", "ids")
 VIEW_STATE_KEYS = ("page", "size", "ex")  # the browser's view state: not part of a selection
 ROLE_AVATARS = {"user": ("user", ":material/person:"), "assistant": ("assistant", ":material/smart_toy:"),
                 "system": ("system", ":material/settings:")}
-_cache = st.cache_data(ttl=common.TTL_S, max_entries=common.MAX_ENTRIES, show_spinner=False)
-
-
 # ---------------------------------------------------------------- cached loaders
 
 
-def _q(url: str, fn, **kwargs):
-    with common.read_session(url) as session:
-        return fn(session=session, **kwargs)
-
-
-@_cache
+@store.cached
 def load_views(url: str) -> list[dict[str, Any]]:
-    return _q(url, db.saved_views)
+    return store.read(url, db.saved_views)
 
 
-@_cache
+@store.cached
 def load_queue(url: str, query: db.ResultQuery) -> dict[str, Any]:
-    ids = _q(url, db.queue_example_ids, query=query, limit=db.QUEUE_LIMIT)
-    total = _q(url, db.count_results, query=query) if len(ids) >= db.QUEUE_LIMIT else len(ids)
+    ids = store.read(url, db.queue_example_ids, query=query, limit=db.QUEUE_LIMIT)
+    total = store.read(url, db.count_results, query=query) if len(ids) >= db.QUEUE_LIMIT else len(ids)
     return {"ids": ids, "total": total}
 
 
-@_cache
+@store.cached
 def load_verdicts(url: str, run_id: int, example_ids: Optional[tuple[int, ...]]) -> list[dict[str, Any]]:
-    return _q(url, db.latest_verdicts, run_id=run_id, example_ids=example_ids)
+    return store.read(url, db.latest_verdicts, run_id=run_id, example_ids=example_ids)
 
 
-@_cache
+@store.cached
 def load_log(url: str, run_id: int, example_ids: Optional[tuple[int, ...]], since: Optional[dt.date],
              reviewer: Optional[str]) -> list[dict[str, Any]]:
     since_dt = dt.datetime.combine(since, dt.time.min) if since else None
-    return _q(url, db.decision_log, run_ids=[run_id], example_ids=example_ids, since=since_dt, reviewer=reviewer)
+    return store.read(url, db.decision_log, run_ids=[run_id], example_ids=example_ids, since=since_dt, reviewer=reviewer)
 
 
-@_cache
+@store.cached
 def load_pass_rate(url: str, run_id: int) -> dict[str, Any]:
-    return _q(url, db.human_pass_rates, run_ids=[run_id])[run_id]
+    return store.read(url, db.human_pass_rates, run_ids=[run_id])[run_id]
 
 
 # ---------------------------------------------------------------- helpers
@@ -138,26 +131,26 @@ def _new_queue_section(url: str, p: dict[str, Any], reviewer: str) -> None:
         if st.button("Save as a review queue", key="review_new_save", icon=":material/playlist_add:"):
             params = parse_link(link)
             try:
-                query = common.filters_from_params(params)
+                query = links.filters_from_params(params)
             except ValueError as exc:
                 st.error(f"not an example-browser filter: {exc}")
                 return
-            if common.load_run(url, query.run_id) is None:
+            if store.load_run(url, query.run_id) is None:
                 st.error(f"run #{query.run_id} is not in this store")
                 return
             if not name.strip():
                 st.error("give the queue a name")
                 return
-            if _q(url, db.saved_view, name=name.strip()) is not None:  # uncached: someone may have just saved it
+            if store.read(url, db.saved_view, name=name.strip()) is not None:  # uncached: someone may have just saved it
                 st.error("a saved view with this name exists already: choose another name")
                 return
             try:
-                with common.write_session(url) as session:
+                with store.write_session(url) as session:
                     db.save_view(session=session, name=name.strip(), params=params, created_by=reviewer)
             except (ValueError, SQLAlchemyError, db.StoreError) as exc:
                 st.error(f"queue not saved: {str(getattr(exc, 'orig', exc)).splitlines()[0]}")
                 return
-            common.clear_caches()
+            store.clear_caches()
             st.query_params.from_dict({"view": name.strip(), "pos": "1",
                                        **({"reviewer": reviewer} if reviewer else {})})
             st.rerun()
@@ -220,23 +213,23 @@ def _log_section(url: str, run_id: int, queue: list[int], view_name: str, verdic
 
 
 def main() -> None:
-    url = common.require_store()
-    p = common.params()
+    url = store.require_store()
+    p = links.params()
 
     # 1. link -> widgets
     views = load_views(url)
     names = [v["name"] for v in views]
-    linked_view = common.param_str(p, "view")
+    linked_view = links.param_str(p, "view")
     remembered = st.session_state.get("_review_name", "")
-    common.sync_widgets(PAGE, {
-        "review_reviewer": common.param_str(p, "reviewer", remembered) or "",
+    links.sync_widgets(PAGE, {
+        "review_reviewer": links.param_str(p, "reviewer", remembered) or "",
         "review_view": linked_view if linked_view in names else (names[0] if names and not _browser_params(p)
                                                                  else None),
     })
 
     # 2. widgets
     st.title("Review")
-    if common.load_run_index(url).empty:
+    if store.load_run_index(url).empty:
         st.info("This store has no runs yet: evaluate a model first (`python -m evaluator run ...`).")
         st.stop()
     _show_flash()
@@ -253,17 +246,17 @@ def main() -> None:
     _new_queue_section(url, p, reviewer)
     if view_name is None:
         st.info("Choose a saved view to build the review queue, or save a new one above.")
-        common.write_params({"reviewer": reviewer, **_browser_params(p)}, page=PAGE)
+        links.write_params({"reviewer": reviewer, **_browser_params(p)}, page=PAGE)
         return
     view = next(v for v in views if v["name"] == view_name)
     st.text("filter: " + json.dumps(view["params"], ensure_ascii=False, sort_keys=True))
     try:
-        query = common.filters_from_params(view["params"])
+        query = links.filters_from_params(view["params"])
     except ValueError as exc:
-        common.fail(f"This saved view is not a usable example-browser filter: {exc}")
-    run = common.load_run(url, query.run_id)
+        store.fail(f"This saved view is not a usable example-browser filter: {exc}")
+    run = store.load_run(url, query.run_id)
     if run is None:
-        common.fail(f"This saved view points at run #{query.run_id}, which is not in this store.")
+        store.fail(f"This saved view points at run #{query.run_id}, which is not in this store.")
 
     # 3. data: the queue is a snapshot per session, so verdicts given now do not reorder it mid-meeting
     signature = (view_name, json.dumps(view["params"], sort_keys=True))
@@ -281,9 +274,9 @@ def main() -> None:
             f"{total:,} examples match" + (f" (the first {len(queue):,} are queued)" if total > len(queue) else ""))
     if not queue:
         st.info("No example matches this saved filter.")
-        common.write_params({"view": view_name, "reviewer": reviewer}, page=PAGE)
+        links.write_params({"view": view_name, "reviewer": reviewer}, page=PAGE)
         return
-    pos = min(max(1, common.param_int(p, "pos", 1) or 1), len(queue))
+    pos = min(max(1, links.param_int(p, "pos", 1) or 1), len(queue))
     example_id = queue[pos - 1]
     verdicts = load_verdicts(url, query.run_id, tuple(queue))
     mine = {v["example_id"]: v for v in verdicts if reviewer and v["reviewer"] == reviewer}
@@ -302,10 +295,10 @@ def main() -> None:
     after = [i for i in todo if i > pos] or todo
     n3.button("Next I have not judged", key="review_next_todo", on_click=_set_pos,
               args=(after[0] if after else pos,), disabled=not after, icon=":material/skip_next:")
-    n4.page_link(common.BROWSER_PAGE, label="Open in the example browser", icon=":material/open_in_new:",
+    n4.page_link(links.BROWSER_PAGE, label="Open in the example browser", icon=":material/open_in_new:",
                  query_params={"run": str(query.run_id), "ex": str(example_id)})
 
-    detail = common.load_detail(url, query.run_id, example_id)
+    detail = store.load_detail(url, query.run_id, example_id)
     if detail is None:
         st.warning(f"Example {example_id} is no longer in run #{query.run_id} (it may have been deleted); "
                    "skip it with Next.")
@@ -313,7 +306,7 @@ def main() -> None:
         _show_example(detail)
 
     st.subheader("Verdicts on this example")
-    ann = common.load_annotations(url, query.run_id, example_id)
+    ann = store.load_annotations(url, query.run_id, example_id)
     if ann.empty:
         st.caption("Not reviewed yet.")
     else:
@@ -331,12 +324,12 @@ def main() -> None:
     advance = s2.checkbox("Go to the next example after saving", value=True, key="review_advance")
     if s1.button("Save verdict", key="review_save", type="primary", icon=":material/save:", shortcut="Ctrl+Enter",
                  help="Ctrl+Enter"):
-        error = review.record_verdict(lambda: common.write_session(url), run_id=query.run_id,
+        error = review.record_verdict(lambda: store.write_session(url), run_id=query.run_id,
                                       example_id=example_id, reviewer=reviewer, verdict=verdict, comment=comment)
         if error:
             st.error(error, icon=":material/error:")
         else:
-            common.clear_caches()
+            store.clear_caches()
             _flash("success", f"Verdict saved on example {example_id}: {verdict}.")
             if advance and pos < len(queue):
                 st.query_params["pos"] = str(pos + 1)
@@ -354,8 +347,8 @@ def main() -> None:
     _log_section(url, query.run_id, queue, view_name, review.agreement(verdicts))
 
     # widgets -> link
-    common.write_params({"view": view_name, "pos": pos, "reviewer": reviewer}, page=PAGE)
+    links.write_params({"view": view_name, "pos": pos, "reviewer": reviewer}, page=PAGE)
 
 
-with common.guard():
+with store.guard():
     main()

@@ -13,13 +13,15 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard import _common as common
+from dashboard import _format as fmt
+from dashboard import _links as links
+from dashboard import _store as store
 
 PAGE = "runs"
 
 
 def _date(p, key):
-    text = common.param_str(p, key)
+    text = links.param_str(p, key)
     try:
         return dt.date.fromisoformat(text) if text else None
     except ValueError:
@@ -30,11 +32,11 @@ def _runs_table(runs: pd.DataFrame, aggs: pd.DataFrame, metrics: list[str]) -> p
     table = runs.assign(dataset=runs["dataset"] + "/" + runs["split"])[
         ["id", "name", "model", "adapter", "dataset", "created_at", "status", "evaluated", "rejected", "failed",
          "human_pass", "reviewed", "error"]].copy()
-    head = common.headline(aggs)
+    head = fmt.headline(aggs)
     for m in metrics:
         sub = head[head["metric"] == m].set_index("run_id")
         table[m] = table["id"].map(sub["value"])
-        table[f"{m} 95% CI"] = [common.fmt_ci(sub["value"].get(i), sub["ci_low"].get(i), sub["ci_high"].get(i))
+        table[f"{m} 95% CI"] = [fmt.fmt_ci(sub["value"].get(i), sub["ci_low"].get(i), sub["ci_high"].get(i))
                                 if i in sub.index else "–" for i in table["id"]]
     return table
 
@@ -68,7 +70,7 @@ def _trend_chart(data: pd.DataFrame, metric: str) -> alt.LayerChart:
 
 def _rejected_rows(url: str, run_id: int, run_label: str) -> None:
     """The rows of the run's dataset that did not become examples, each with its reason (shown as text)."""
-    rows = common.load_rejected(url, run_id)
+    rows = store.load_rejected(url, run_id)
     st.subheader(f"Rejected dataset rows of {run_label}")
     if rows.empty:
         st.info("This run's dataset had no rejected rows.")
@@ -83,14 +85,14 @@ def _rejected_rows(url: str, run_id: int, run_label: str) -> None:
 
 
 def main() -> None:
-    url = common.require_store()
-    p = common.params()
+    url = store.require_store()
+    p = links.params()
 
     # 1. link -> widgets
-    datasets = common.load_datasets(url)
+    datasets = store.load_datasets(url)
     ds_ids = [d["id"] for d in datasets]
     ds_label = {d["id"]: f"{d['name']} / {d['split'] or '-'} ({d['n_runs']} runs)" for d in datasets}
-    everything = common.load_runs(url)
+    everything = store.load_runs(url)
     all_runs, all_aggs = everything["runs"], everything["aggregates"]
     if all_runs.empty:
         st.title("Runs and trends")
@@ -99,14 +101,14 @@ def main() -> None:
         st.stop()
     metric_names = sorted(all_aggs["metric"].unique()) if not all_aggs.empty else []
     run_ids = [int(i) for i in all_runs["id"]]
-    default_a, default_b = common.default_pair(all_runs)
-    a, b = common.param_int(p, "a", default_a), common.param_int(p, "b", default_b)
-    shown = [m for m in common.param_list(p.get("show")) if m in metric_names] or metric_names[:4]
-    dataset = common.param_int(p, "dataset")
-    trend_ds = common.param_int(p, "tds") or dataset or int(all_runs.iloc[0]["dataset_id"])
-    trend_metric = common.param_str(p, "metric")
-    common.sync_widgets(PAGE, {
-        "runs_model": common.param_str(p, "model", ""),
+    default_a, default_b = fmt.default_pair(all_runs)
+    a, b = links.param_int(p, "a", default_a), links.param_int(p, "b", default_b)
+    shown = [m for m in links.param_list(p.get("show")) if m in metric_names] or metric_names[:4]
+    dataset = links.param_int(p, "dataset")
+    trend_ds = links.param_int(p, "tds") or dataset or int(all_runs.iloc[0]["dataset_id"])
+    trend_metric = links.param_str(p, "metric")
+    links.sync_widgets(PAGE, {
+        "runs_model": links.param_str(p, "model", ""),
         "runs_dataset": dataset if dataset in ds_ids else None,
         "runs_since": _date(p, "since"),
         "runs_until": _date(p, "until"),
@@ -166,21 +168,21 @@ def main() -> None:
         },
     )
     open_ids = [int(i) for i in runs["id"]]
-    label = common.run_label(all_runs)
+    label = fmt.run_label(all_runs)
     if st.session_state.get("runs_open") not in open_ids:
         st.session_state["runs_open"] = open_ids[0] if open_ids else None
-    rejected_of = common.param_int(p, "rejected")
+    rejected_of = links.param_int(p, "rejected")
     if rejected_of in open_ids and st.session_state.get("_runs_rejected_link") != rejected_of:
         st.session_state["runs_open"] = rejected_of  # a link to a run's rejected rows opens that run
         st.session_state["_runs_rejected_link"] = rejected_of
     o1, o2, o3 = st.columns([3, 2, 2], vertical_alignment="bottom")
     chosen = o1.selectbox("Run (or select a row above)", open_ids, key="runs_open", format_func=label)
     if chosen is not None:
-        o2.page_link(common.BROWSER_PAGE, label="Open in the example browser", icon=":material/open_in_new:",
+        o2.page_link(links.BROWSER_PAGE, label="Open in the example browser", icon=":material/open_in_new:",
                      query_params={"run": str(chosen)})
         n_rejected = int(all_runs.loc[all_runs["id"] == chosen, "rejected"].iloc[0])
         if n_rejected:
-            o3.page_link(common.RUNS_PAGE, label=f"{n_rejected} rejected dataset rows", icon=":material/block:",
+            o3.page_link(links.RUNS_PAGE, label=f"{n_rejected} rejected dataset rows", icon=":material/block:",
                          query_params={"rejected": str(chosen)})
     if rejected_of is not None and rejected_of == chosen:
         _rejected_rows(url, chosen, label(chosen))
@@ -191,23 +193,23 @@ def main() -> None:
                             format_func=lambda i: ds_label.get(i, f"#{i}"))
     trend_metric = t2.selectbox("Metric", metric_names, key="trend_metric")
     on_ds = all_runs[(all_runs["dataset_id"] == trend_ds) & (all_runs["status"] == "finished")]
-    head = common.headline(all_aggs)
+    head = fmt.headline(all_aggs)
     data = head[(head["metric"] == trend_metric) & head["run_id"].isin(on_ds["id"])].merge(
         on_ds[["id", "name", "family", "created_at"]], left_on="run_id", right_on="id")
     if data.empty:
         st.info("No finished run on this dataset has this metric yet.")  # failed/running runs are left out
     else:
         data = data.rename(columns={"name": "run"}).sort_values("created_at")
-        data["ci"] = [common.fmt_ci(v, lo, hi) for v, lo, hi in zip(data["value"], data["ci_low"], data["ci_high"])]
+        data["ci"] = [fmt.fmt_ci(v, lo, hi) for v, lo, hi in zip(data["value"], data["ci_low"], data["ci_high"])]
         data["ci_low"] = data["ci_low"].fillna(data["value"])
         data["ci_high"] = data["ci_high"].fillna(data["value"])
         data = data[["run_id", "run", "family", "created_at", "value", "ci_low", "ci_high", "ci"]]
         st.caption("A line per model family, bands are 95% confidence intervals. Click a point to open that run.")
         event = st.altair_chart(_trend_chart(data, trend_metric), on_select="rerun", key="trend_chart",
                                 selection_mode="pick", width="stretch")
-        picked = common.selected_values(event, "pick", "run_id")
+        picked = links.selected_values(event, "pick", "run_id")
         if picked:
-            st.switch_page(common.BROWSER_PAGE, query_params={"run": str(int(picked[0]))})
+            st.switch_page(links.BROWSER_PAGE, query_params={"run": str(int(picked[0]))})
 
     st.subheader("Compare two runs")
     k1, k2, k3 = st.columns([3, 3, 2], vertical_alignment="bottom")
@@ -216,13 +218,13 @@ def main() -> None:
     b = k2.selectbox("Run B (baseline)", [None, *run_ids], key="runs_b", format_func=label,
                       placeholder="choose run B")
     if a is not None and b is not None and a != b:
-        k3.page_link(common.COMPARE_PAGE, label="Compare A with B", icon=":material/compare_arrows:",
+        k3.page_link(links.COMPARE_PAGE, label="Compare A with B", icon=":material/compare_arrows:",
                      query_params={"a": str(a), "b": str(b)})
     else:
         k3.caption("Pick two different runs.")
 
     # widgets -> link
-    common.write_params({
+    links.write_params({
         "model": model.strip(), "dataset": dataset, "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
         "show": show if show != metric_names[:4] else None,
@@ -234,5 +236,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # st.navigation runs a page as __main__; tests import it for its helpers
-    with common.guard():
+    with store.guard():
         main()

@@ -1,0 +1,89 @@
+"""How the dashboard writes numbers, runs and user text: formatting shared by every page.
+
+Pure functions of their arguments (no Streamlit, no store), so they are tested directly.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional
+
+import pandas as pd
+
+_MARKDOWN_SPECIALS = set("\\`*_{}[]()#+-.!|<>~$:=&\"'")
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` with every Markdown-significant character backslash-escaped, for the few elements that
+    only take Markdown (st.error, st.info, ...) when a message must include a path or a name."""
+    return "".join("\\" + ch if ch in _MARKDOWN_SPECIALS else ch for ch in str(text))
+
+
+def family_of(name: str, family: Optional[str]) -> str:
+    """A run's model family: ``run.family``, else its name up to the last "-" or ":" ("acme-v3" -> "acme")."""
+    if family:
+        return family
+    cut = max(name.rfind("-"), name.rfind(":"))
+    return name[:cut] if cut > 0 else name
+
+
+def verdict_text(counts: dict[str, int]) -> str:
+    """{"pass": 2, "needs discussion": 1} -> "pass ×2, needs discussion" ("" when unreviewed)."""
+    return ", ".join(v if n == 1 else f"{v} ×{n}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def default_pair(runs: pd.DataFrame) -> tuple[Optional[int], Optional[int]]:
+    """Default (A, B) to compare: the latest candidate that has a baseline and its newest baseline;
+    else the two latest runs on the dataset of the latest run; else what exists."""
+    if runs.empty:
+        return None, None
+    runs = runs.sort_values(["created_at", "id"], ascending=False)
+    baselines = runs[runs["baseline_for_id"].notna()]
+    for _, cand in runs[runs["baseline_for_id"].isna()].iterrows():
+        mine = baselines[baselines["baseline_for_id"] == cand["id"]]
+        if not mine.empty:
+            return int(cand["id"]), int(mine.iloc[0]["id"])
+    first = runs.iloc[0]
+    same = runs[(runs["dataset_id"] == first["dataset_id"]) & (runs["id"] != first["id"])]
+    return int(first["id"]), (int(same.iloc[0]["id"]) if not same.empty else None)
+
+
+def headline(aggs: pd.DataFrame) -> pd.DataFrame:
+    """One aggregate per (run, metric): the corpus-level figure where stored, else the mean."""
+    if aggs.empty:
+        return aggs
+    order = aggs.assign(_rank=(aggs["kind"] != "corpus").astype(int)).sort_values("_rank")
+    return order.drop_duplicates(["run_id", "metric"]).drop(columns="_rank")
+
+
+def fmt_num(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.{digits}g}" if abs(v) < 10 ** digits else f"{v:.0f}"
+
+
+def fmt_ci(value: Any, lo: Any, hi: Any) -> str:
+    """"0.612 [0.580, 0.640]"; the brackets are the 95% confidence interval."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)):
+        return fmt_num(value)
+    return f"{fmt_num(value)} [{fmt_num(lo)}, {fmt_num(hi)}]"
+
+
+def run_label(runs: pd.DataFrame) -> Callable[[Any], str]:
+    """format_func for a selectbox over run ids: "#5 acme-chat-v3 · support-chat.jsonl/test · 2026-03-16".
+
+    Option labels are plain text in Streamlit, so run names (data) are safe here; never use them in a
+    widget *label*, which renders markdown.
+    """
+    by_id = {int(r.id): r for r in runs.itertuples()}
+
+    def label(run_id: Any) -> str:
+        if run_id is None or run_id == "":
+            return "(none)"
+        r = by_id.get(int(run_id))
+        if r is None:
+            return f"#{run_id}"
+        day = pd.Timestamp(r.created_at).strftime("%Y-%m-%d") if pd.notna(r.created_at) else ""
+        return f"#{r.id} {r.name} · {r.dataset}/{r.split} · {day}"
+    return label
