@@ -12,7 +12,7 @@ Pages read in four steps: ``st.query_params`` (this module) -> keyed widgets -> 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import streamlit as st
 
@@ -116,6 +116,19 @@ def sync_widgets(page: str, seeds: Mapping[str, Any]) -> None:
     for key, value in seeds.items():
         if external or key not in st.session_state:
             st.session_state[key] = value
+
+
+def row_picker(table_key: str, ids_key: str, target_key: str) -> Callable[[], None]:
+    """The ``on_select`` callback of a single-row ``st.dataframe`` (key ``table_key``): the id of the picked
+    row, from the list the page stored in ``st.session_state[ids_key]`` when it drew the table, becomes the
+    value of the widget ``target_key`` (the page's "open this" selectbox)."""
+    def pick() -> None:
+        sel = st.session_state.get(table_key)
+        ids = st.session_state.get(ids_key, [])
+        rows = sel.selection.rows if sel is not None else []
+        if rows and rows[0] < len(ids):
+            st.session_state[target_key] = ids[rows[0]]
+    return pick
 
 
 def selected_values(event: Any, param: str, field: str) -> list[Any]:

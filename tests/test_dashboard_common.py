@@ -177,3 +177,33 @@ def test_box_param_round_trip():
     assert compare.parse_box(compare.box_param(box)) == box
     assert compare.parse_box("1:2:3") is None and compare.parse_box("a:b:c:d") is None
     assert compare.parse_box(":::") is None and compare.parse_box(None) is None
+
+
+def _pick_script():
+    """A page that draws nothing but a table's selection state, then calls the row-pick callback."""
+    from types import SimpleNamespace
+
+    import streamlit as st
+
+    from dashboard import _links
+    st.session_state["_ids"] = [10, 20, 30]
+    st.session_state.setdefault("target", None)
+    for picked in st.session_state.get("picks", []):
+        st.session_state["tbl"] = SimpleNamespace(selection=SimpleNamespace(rows=picked))
+        _links.row_picker("tbl", "_ids", "target")()
+        st.session_state.setdefault("seen", []).append(st.session_state["target"])
+
+
+@pytest.mark.parametrize("picks, seen", [
+    ([[1]], [20]),  # the second row of the page is example 20
+    ([[0], []], [10, 10]),  # a cleared selection leaves the open example open
+    ([[2], [3]], [30, 30]),  # a row past the page's ids (a stale selection) changes nothing
+])
+def test_a_picked_table_row_opens_the_example_it_shows(picks, seen):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_pick_script)
+    at.session_state["picks"] = picks
+    at.run()
+    assert not at.exception
+    assert at.session_state["seen"] == seen

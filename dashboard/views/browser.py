@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from typing import Any
+from typing import Any, Optional
 
 import altair as alt
 import pandas as pd
@@ -86,14 +86,6 @@ def _snippet(s: Any) -> str:
 
 
 # ---------------------------------------------------------------- page
-
-
-def _pick_from_table() -> None:
-    sel = st.session_state.get("br_table")
-    ids = st.session_state.get("_br_page_ids", [])
-    rows = sel.selection.rows if sel is not None else []
-    if rows and rows[0] < len(ids):
-        st.session_state["br_ex"] = ids[rows[0]]
 
 
 def _sidebar_filters(url: str, run_id: int, query: db.ResultQuery, metrics: list[str]) -> db.ResultQuery:
@@ -207,18 +199,10 @@ def _detail(url: str, run_id: int, example_id: int) -> None:
             st.json(d["metadata"])
 
 
-def main() -> None:
-    url = store.require_store()
-    p = links.params()
-
-    # 1. link -> widgets
-    all_runs = store.load_run_index(url)
-    if all_runs.empty:
-        st.title("Example browser")
-        st.info("This store has no runs yet: evaluate a model first (`python -m evaluator run ...`).")
-        st.stop()
+def _linked_query(p: dict[str, Any], all_runs: pd.DataFrame) -> tuple[db.ResultQuery, Optional[int]]:
+    """The selection of the link, and the run it named when that run is not in the store (the latest
+    finished run is shown instead)."""
     run_ids = [int(i) for i in all_runs["id"]]
-    missing_run = None
     finished = all_runs[all_runs["status"] == "finished"]
     default_run = int(finished.iloc[0]["id"]) if not finished.empty else run_ids[0]  # the latest finished run
     try:
@@ -226,7 +210,12 @@ def main() -> None:
     except ValueError:
         linked = db.ResultQuery(run_id=default_run)
     if linked.run_id not in run_ids:
-        missing_run, linked = linked.run_id, db.ResultQuery(run_id=default_run)
+        return db.ResultQuery(run_id=default_run), linked.run_id
+    return linked, None
+
+
+def _seed_widgets(url: str, p: dict[str, Any], linked: db.ResultQuery) -> None:
+    """1. link -> widgets."""
     metrics = store.load_run_metrics(url, linked.run_id)
     categories = store.load_categories(url, linked.run_id)
     ranges = [r for r in linked.ranges if r.metric in metrics]
@@ -245,14 +234,12 @@ def main() -> None:
         seeds[f"br_lo_{r.metric}"], seeds[f"br_hi_{r.metric}"] = r.lo, r.hi
     links.sync_widgets(PAGE, seeds)
 
-    # 2. widgets
-    st.title("Example browser")
-    if missing_run is not None:
-        st.warning(f"Run #{missing_run} is not in this store; showing the latest run instead.")
-    label = fmt.run_label(all_runs)
-    run_id = st.selectbox("Run", run_ids, key="br_run", format_func=label)
-    if run_id != linked.run_id:  # another run: keep the filters that still apply, start at page 1
-        metrics = store.load_run_metrics(url, run_id)
+
+def _pick_run(url: str, all_runs: pd.DataFrame, linked: db.ResultQuery) -> tuple[int, list[str]]:
+    """2. the run, a line about it, and its metrics. Switching runs keeps the filters that still apply."""
+    run_id = st.selectbox("Run", [int(i) for i in all_runs["id"]], key="br_run", format_func=fmt.run_label(all_runs))
+    metrics = store.load_run_metrics(url, run_id)
+    if run_id != linked.run_id:
         st.session_state["br_ranges"] = [m for m in st.session_state.get("br_ranges", []) if m in metrics]
         if st.session_state.get("br_sort") not in (None, *metrics, *SORT_EXTRA):
             st.session_state["br_sort"] = None
@@ -264,6 +251,11 @@ def main() -> None:
     if run.get("status") == "running":
         st.info("This run is still being written: examples appear as they are evaluated.",
                 icon=":material/hourglass_top:")
+    return run_id, metrics
+
+
+def _selection(url: str, run_id: int, linked: db.ResultQuery, metrics: list[str]) -> db.ResultQuery:
+    """The filters (sidebar) and the link's example ids; a changed selection starts again at page 1."""
     query = _sidebar_filters(url, run_id, db.ResultQuery(run_id=run_id, example_ids=linked.example_ids), metrics)
     if query.example_ids:
         i1, i2 = st.columns([4, 1], vertical_alignment="center")
@@ -273,9 +265,12 @@ def main() -> None:
     if query != linked:  # the selection changed: back to the first page, no example open
         st.session_state["br_page"] = 1
         st.session_state["br_ex"] = None
+    return query
 
-    # 3. data (the page number and size widgets are drawn below, their state is known already)
-    size = st.session_state.get("br_size") or 50
+
+def _page_of_examples(url: str, run_id: int, query: db.ResultQuery) -> tuple[int, int]:
+    """3. data and 4. render: one page of the selection, its pager and exports. Returns (page, size)."""
+    size = st.session_state.get("br_size") or 50  # the pager is drawn below; its state is known already
     page = max(1, int(st.session_state.get("br_page") or 1))
     data = store.load_page(url, query, page - 1, size)
     total = data["total"]
@@ -293,27 +288,28 @@ def main() -> None:
                        on_click="ignore", icon=":material/download:")
     c4.page_link(links.REVIEW_PAGE, label="Review these examples in a meeting", icon=":material/rate_review:",
                  query_params=links.filters_to_params(query))
-
-    # 4. render
-    ids = [int(i) for i in rows["example_id"]] if not rows.empty else []
-    st.session_state["_br_page_ids"] = ids
+    st.session_state["_br_page_ids"] = [int(i) for i in rows["example_id"]] if not rows.empty else []
     if rows.empty:
         st.info("No example matches these filters.")
-    else:
-        table = rows.assign(prompt=rows["prompt_text"].map(_snippet), output=rows["output"].map(_snippet),
-                            reference=rows["reference"].map(_snippet))
-        metric_cols = [c for c in table.columns if c.startswith("metric:")]
-        show = ["example_id", "row_index", "category", "prompt", "output", "reference", "failures", "finish_reason",
-                *metric_cols, "output_tokens", "latency_ms"]
-        st.dataframe(
-            table[show], hide_index=True, key="br_table", on_select=_pick_from_table, selection_mode="single-row",
-            width="stretch",
-            column_config={"example_id": st.column_config.NumberColumn("example", format="%d"),
-                           "row_index": st.column_config.NumberColumn("row", format="%d"),
-                           **{c: st.column_config.NumberColumn(c.split(":", 1)[1], format="%.4g")
-                              for c in metric_cols}},
-        )
-    ex_options = [None, *ids]
+        return page, size
+    table = rows.assign(prompt=rows["prompt_text"].map(_snippet), output=rows["output"].map(_snippet),
+                        reference=rows["reference"].map(_snippet))
+    metric_cols = [c for c in table.columns if c.startswith("metric:")]
+    show = ["example_id", "row_index", "category", "prompt", "output", "reference", "failures", "finish_reason",
+            *metric_cols, "output_tokens", "latency_ms"]
+    st.dataframe(
+        table[show], hide_index=True, key="br_table", selection_mode="single-row", width="stretch",
+        on_select=links.row_picker("br_table", "_br_page_ids", "br_ex"),
+        column_config={"example_id": st.column_config.NumberColumn("example", format="%d"),
+                       "row_index": st.column_config.NumberColumn("row", format="%d"),
+                       **{c: st.column_config.NumberColumn(c.split(":", 1)[1], format="%.4g")
+                          for c in metric_cols}},
+    )
+    return page, size
+
+
+def _open_example(url: str, run_id: int) -> Optional[int]:
+    ex_options = [None, *st.session_state.get("_br_page_ids", [])]
     current = st.session_state.get("br_ex")
     if current is not None and current not in ex_options:
         ex_options.append(current)  # an example from the link that is not on this page
@@ -321,6 +317,26 @@ def main() -> None:
                       format_func=lambda i: "(none)" if i is None else f"example {i}")
     if ex is not None:
         _detail(url, run_id, int(ex))
+    return ex
+
+
+def main() -> None:
+    url = store.require_store()
+    p = links.params()
+    all_runs = store.load_run_index(url)
+    if all_runs.empty:
+        st.title("Example browser")
+        st.info("This store has no runs yet: evaluate a model first (`python -m evaluator run ...`).")
+        st.stop()
+    linked, missing_run = _linked_query(p, all_runs)
+    _seed_widgets(url, p, linked)
+    st.title("Example browser")
+    if missing_run is not None:
+        st.warning(f"Run #{missing_run} is not in this store; showing the latest run instead.")
+    run_id, metrics = _pick_run(url, all_runs, linked)
+    query = _selection(url, run_id, linked, metrics)
+    page, size = _page_of_examples(url, run_id, query)
+    ex = _open_example(url, run_id)
 
     # widgets -> link
     out = links.filters_to_params(query)

@@ -8,6 +8,7 @@ slices (1: show the per-slice table).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import altair as alt
@@ -143,16 +144,8 @@ def _runs_header(url: str, a: int, b: int) -> tuple[dict, dict]:
     return ra, rb
 
 
-def main() -> None:
-    url = store.require_store()
-    p = links.params()
-
-    # 1. link -> widgets
-    all_runs = store.load_run_index(url)
-    if len(all_runs) < 2:
-        st.title("Compare runs")
-        st.info("Comparing needs two runs in the store; this one has fewer.")
-        st.stop()
+def _seed_widgets(url: str, p: dict[str, Any], all_runs: pd.DataFrame) -> None:
+    """1. link -> widgets."""
     run_ids = [int(i) for i in all_runs["id"]]
     da, dbb = fmt.default_pair(all_runs)
     a = links.param_int(p, "a", da)
@@ -161,7 +154,7 @@ def main() -> None:
     b = b if b in run_ids else dbb
     metrics_a = store.load_run_metrics(url, a) if a is not None else []
     metric = links.param_str(p, "metric")
-    seeds: dict[str, Any] = {
+    links.sync_widgets(PAGE, {
         "cmp_a": a, "cmp_b": b,
         "cmp_metric": metric if metric in metrics_a else None,
         "cmp_order": links.param_str(p, "order") if links.param_str(p, "order") in ORDERS else "abs_desc",
@@ -172,11 +165,12 @@ def main() -> None:
         "cmp_ex": links.param_int(p, "ex"),
         "cmp_box": parse_box(links.param_str(p, "box")),
         "cmp_slices": links.param_bool(p, "slices"),
-    }
-    links.sync_widgets(PAGE, seeds)
+    })
 
-    # 2. widgets
-    st.title("Compare runs")
+
+def _pick_runs(all_runs: pd.DataFrame) -> tuple[int, int]:
+    """2. the two runs (stops the page when they are the same run)."""
+    run_ids = [int(i) for i in all_runs["id"]]
     label = fmt.run_label(all_runs)
     k1, k2 = st.columns(2)
     a = k1.selectbox("Run A (candidate)", run_ids, key="cmp_a", format_func=label)
@@ -185,9 +179,11 @@ def main() -> None:
         st.warning("Choose two different runs.")
         links.write_params({"a": a, "b": b}, page=PAGE)
         st.stop()
-    _runs_header(url, a, b)
+    return a, b
 
-    # 3./4. per-metric summary
+
+def _per_metric(url: str, a: int, b: int) -> bool:
+    """The per-metric summary, and per slice when asked. Returns whether the slice table is open."""
     comp = store.load_comparison(url, a, b)
     st.subheader("Per metric")
     if comp["stored"].empty:
@@ -212,19 +208,13 @@ def main() -> None:
             st.caption("No slice (category) figures.")
         else:
             st.dataframe(slices, hide_index=True, width="stretch", column_config=cfg)
+    return by_slice
 
-    # scatter of A vs B for one metric
-    shared_metrics = [m for m in store.load_run_metrics(url, a) if m in store.load_run_metrics(url, b)]
-    if not shared_metrics:
-        st.info("The two runs have no metric in common.")
-        links.write_params({"a": a, "b": b}, page=PAGE)
-        return
-    if st.session_state.get("cmp_metric") not in shared_metrics:
-        st.session_state["cmp_metric"] = shared_metrics[0]
-    st.subheader("Per example")
-    metric = st.selectbox("Metric", shared_metrics, key="cmp_metric")
+
+def _scatter_region(url: str, a: int, b: int, metric: str) -> tuple[dict[str, Any], Optional[db.Box]]:
+    """A's vs B's value of ``metric`` per example; a dragged rectangle selects a region. Returns the grid
+    (its value range sets the default threshold) and the region."""
     grid = store.load_grid(url, a, b, metric)
-    lo, hi = grid["lo"], grid["hi"]
     box: Optional[db.Box] = st.session_state.get("cmp_box")
     if grid["n"] == 0:
         st.caption("No example has this metric in both runs.")
@@ -239,8 +229,8 @@ def main() -> None:
         st.caption(f"{grid['n']:,} examples scored in both runs ({how}; dot size = examples). "
                    "Drag a rectangle to list the examples in it.")
         nonce = st.session_state.setdefault("_cmp_chart_nonce", 0)
-        event = st.altair_chart(_scatter(cells, lo, hi, metric), on_select="rerun", key=f"cmp_scatter_{nonce}",
-                                selection_mode="box", width="stretch")
+        event = st.altair_chart(_scatter(cells, grid["lo"], grid["hi"], metric), on_select="rerun",
+                                key=f"cmp_scatter_{nonce}", selection_mode="box", width="stretch")
         region = links.selected_interval(event, "box")
         if region:
             (a_lo, a_hi), (b_lo, b_hi) = region.get("value_a", (None, None)), region.get("value_b", (None, None))
@@ -252,7 +242,20 @@ def main() -> None:
             st.session_state["_cmp_chart_nonce"] = st.session_state.get("_cmp_chart_nonce", 0) + 1
             box = None
     st.session_state["cmp_box"] = box
+    return grid, box
 
+
+@dataclass
+class _ExampleFilters:
+    order: str
+    thr: Optional[float]  # as typed (None: the default threshold)
+    threshold: float
+    flips: bool
+    category: Optional[str]
+
+
+def _example_filters(url: str, a: int, grid: dict[str, Any]) -> _ExampleFilters:
+    lo, hi = grid["lo"], grid["hi"]
     default_thr = 0.5 if lo is not None and lo >= 0 and hi <= 1 else (
         round((lo + hi) / 2, 4) if lo is not None else 0.5)
     f1, f2, f3, f4 = st.columns([3, 1, 1, 2], vertical_alignment="bottom")
@@ -266,19 +269,25 @@ def main() -> None:
         st.session_state["cmp_category"] = None
     category = f4.selectbox("Category", [None, *categories], key="cmp_category", placeholder="(any)",
                             format_func=lambda c: "(any)" if c is None else c)
-    threshold = default_thr if thr is None else float(thr)
+    return _ExampleFilters(order, thr, default_thr if thr is None else float(thr), flips, category)
 
-    state = (a, b, metric, order, threshold, flips, category, box)
+
+def _example_table(url: str, a: int, b: int, metric: str, box: Optional[db.Box], f: _ExampleFilters) -> int:
+    """The examples of the selection, one page at a time, sorted as asked. Returns the page shown."""
+    state = (a, b, metric, f.order, f.threshold, f.flips, f.category, box)
     if st.session_state.get("_cmp_state") not in (None, state):
         st.session_state["cmp_page"] = 1
     st.session_state["_cmp_state"] = state
     page = max(1, int(st.session_state.get("cmp_page") or 1))
-    data = store.load_compare_examples(url, a, b, metric, order, threshold, flips, box, category, page - 1, PAGE_SIZE)
+
+    def load(page: int) -> dict[str, Any]:
+        return store.load_compare_examples(url, a, b, metric, f.order, f.threshold, f.flips, box, f.category,
+                                           page - 1, PAGE_SIZE)
+    data = load(page)
     pages = max(1, math.ceil(data["total"] / PAGE_SIZE))
     if page > pages:
         page = st.session_state["cmp_page"] = pages
-        data = store.load_compare_examples(url, a, b, metric, order, threshold, flips, box, category, page - 1,
-                                            PAGE_SIZE)
+        data = load(page)
     g1, g2 = st.columns([3, 1], vertical_alignment="bottom")
     g1.markdown(f"**{data['total']:,}** examples · page {page} of {pages}")
     page = g2.number_input("Page", min_value=1, step=1, key="cmp_page")
@@ -288,7 +297,7 @@ def main() -> None:
         st.info("No example matches.")
     else:
         ids = [int(i) for i in rows["example_id"]]
-        passes_a, passes_b = rows["value_a"] >= threshold, rows["value_b"] >= threshold
+        passes_a, passes_b = rows["value_a"] >= f.threshold, rows["value_b"] >= f.threshold
         table = pd.DataFrame({
             "example": rows["example_id"], "row": rows["row_index"], "category": rows["category"],
             "A": rows["value_a"], "B": rows["value_b"], "A - B": rows["diff"], "flip": passes_a != passes_b,
@@ -296,10 +305,16 @@ def main() -> None:
             "reference": rows["reference"], "output A": rows["output_a"], "output B": rows["output_b"],
             "prompt": rows["prompt_text"],
         })
-        st.dataframe(table, hide_index=True, width="stretch", key="cmp_table", on_select=_pick_row,
-                     selection_mode="single-row",
+        num = st.column_config.NumberColumn(format="%.4g")
+        st.dataframe(table, hide_index=True, width="stretch", key="cmp_table", selection_mode="single-row",
+                     on_select=links.row_picker("cmp_table", "_cmp_page_ids", "cmp_ex"),
                      column_config={c: num for c in ("A", "B", "A - B")})
     st.session_state["_cmp_page_ids"] = ids
+    return page
+
+
+def _open_example(url: str, a: int, b: int) -> Optional[int]:
+    ids = st.session_state.get("_cmp_page_ids", [])
     options = [None, *ids]
     if st.session_state.get("cmp_ex") not in options:
         options.append(st.session_state.get("cmp_ex"))
@@ -307,22 +322,46 @@ def main() -> None:
                       format_func=lambda i: "(none)" if i is None else f"example {i}")
     if ex is not None:
         _example(url, a, b, int(ex))
+    return ex
 
-    # widgets -> link
+
+def main() -> None:
+    url = store.require_store()
+    p = links.params()
+    all_runs = store.load_run_index(url)
+    if len(all_runs) < 2:
+        st.title("Compare runs")
+        st.info("Comparing needs two runs in the store; this one has fewer.")
+        st.stop()
+    _seed_widgets(url, p, all_runs)
+    st.title("Compare runs")
+    a, b = _pick_runs(all_runs)
+    _runs_header(url, a, b)
+    by_slice = _per_metric(url, a, b)
+
+    shared_metrics = [m for m in store.load_run_metrics(url, a) if m in store.load_run_metrics(url, b)]
+    if not shared_metrics:
+        st.info("The two runs have no metric in common.")
+        links.write_params({"a": a, "b": b}, page=PAGE)
+        return
+    if st.session_state.get("cmp_metric") not in shared_metrics:
+        st.session_state["cmp_metric"] = shared_metrics[0]
+    st.subheader("Per example")
+    metric = st.selectbox("Metric", shared_metrics, key="cmp_metric")
+    grid, box = _scatter_region(url, a, b, metric)
+    f = _example_filters(url, a, grid)
+    page = _example_table(url, a, b, metric, box, f)
+    ex = _open_example(url, a, b)
+
+    # widgets -> link (values equal to the defaults are left out, so a plain link stays plain)
+    da, dbb = fmt.default_pair(all_runs)
     links.write_params({
         "a": a if a != da else None, "b": b if b != dbb else None,
         "metric": metric if metric != shared_metrics[0] else None,
-        "order": order if order != "abs_desc" else None, "thr": thr, "flips": flips, "category": category,
-        "page": page if page > 1 else None, "box": box_param(box), "ex": ex, "slices": by_slice,
+        "order": f.order if f.order != "abs_desc" else None, "thr": f.thr, "flips": f.flips,
+        "category": f.category, "page": page if page > 1 else None, "box": box_param(box), "ex": ex,
+        "slices": by_slice,
     }, page=PAGE)
-
-
-def _pick_row() -> None:
-    sel = st.session_state.get("cmp_table")
-    ids = st.session_state.get("_cmp_page_ids", [])
-    rows = sel.selection.rows if sel is not None else []
-    if rows and rows[0] < len(ids):
-        st.session_state["cmp_ex"] = ids[rows[0]]
 
 
 def _example(url: str, a: int, b: int, example_id: int) -> None:

@@ -12,6 +12,7 @@ loads a run's text, only the page of examples a table shows.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import altair as alt
@@ -311,17 +312,19 @@ def _disagreement(url: str, run_id: int, metric: str, m2: str, bounds: dict, inf
 # ---------------------------------------------------------------- page
 
 
-def main() -> None:
-    url = store.require_store()
-    p = links.params()
+@dataclass
+class _Linked:
+    """What the link asks for, resolved against the linked run's metrics (defaults where it asks for none)."""
+    run_id: int
+    conf_options: list[str]
+    default_conf: Optional[str]
+    quality: list[str]  # metrics that measure quality (not confidence or perplexity)
+    others: list[str]  # metrics other than the linked quality metric
+    conf: Optional[str]
 
-    # 1. link -> widgets
-    runs = store.load_runs(url)["runs"]
-    st.title("Error analysis")
-    if runs.empty:
-        st.info("This store has no runs yet: evaluate a model first (`python -m evaluator run ...`).")
-        st.stop()
-    run_ids = [int(i) for i in runs["id"]]
+
+def _seed_widgets(url: str, p: dict[str, Any], run_ids: list[int]) -> _Linked:
+    """1. link -> widgets."""
     run_id = links.param_int(p, "run")
     if run_id not in run_ids:
         if run_id is not None:
@@ -348,6 +351,86 @@ def main() -> None:
         "output_tokens",
         "errors_section": links.param_str(p, "tab") if links.param_str(p, "tab") in SECTIONS else "dist",
     })
+    return _Linked(run_id, conf_options, default_conf, quality, others, conf)
+
+
+@dataclass
+class _PassRule:
+    metric: str
+    higher_is_better: bool
+    threshold: float
+    default: float  # the threshold the page proposes (left out of the link when unchanged)
+    info: dict[str, Optional[bool]]  # every metric's direction
+    bounds: dict[str, tuple[float, float]]  # the run's range of each metric
+
+
+def _pass_rule(url: str, p: dict[str, Any], run_id: int, metrics: list[str], linked: _Linked) -> _PassRule:
+    if st.session_state.get("errors_metric") not in metrics:
+        quality = linked.quality
+        st.session_state["errors_metric"] = quality[0] if quality and quality[0] in metrics else metrics[0]
+    info = store.load_metric_info(url)
+    bounds = store.load_bounds(url, run_id, tuple(metrics))
+    c3, c4 = st.columns(2)
+    metric = c3.selectbox("Quality metric", metrics, key="errors_metric")
+    hib = info.get(metric) is not False
+    default = default_threshold(bounds.get(metric))
+    thr = links.param_float(p, "thr") if links.param_str(p, "metric") == metric else None
+    thr = c4.number_input("Pass threshold (value " + ("≥" if hib else "≤") + " threshold passes)",
+                          value=float(thr if thr is not None else default), key=f"errors_thr_{metric}")
+    return _PassRule(metric, hib, float(thr), default, info, bounds)
+
+
+def _pass_rate_cards(url: str, shown: list[int]) -> None:
+    rates = load_pass_rates(url, tuple(shown))
+    for col, rid in zip(st.columns(len(shown)), shown):
+        r = rates[rid]
+        col.metric(f"Human pass rate, run #{rid}", "–" if r["pass_rate"] is None else f"{r['pass_rate']:.0%}",
+                   help=f"{r['passed']} of {r['reviewed']} reviewed examples passed (majority of reviewers)")
+
+
+def _section(url: str, p: dict[str, Any], shown: list[int], names: dict[int, str], metrics: list[str],
+             rule: _PassRule, linked: _Linked) -> tuple[str, dict[str, Any]]:
+    """3. + 4. the chosen section, computed and drawn. Returns it and the settings the link carries: only
+    the chosen section is computed; the others' settings stay in the link until they are shown."""
+    run_id = shown[0]
+    section = st.segmented_control("Section", list(SECTIONS), format_func=SECTIONS.get, key="errors_section",
+                                   required=True)
+    carried = {"conf": linked.conf if linked.conf in linked.conf_options else None, "m2": links.param_str(p, "m2"),
+               "by": links.param_str(p, "by")}
+    if section == "dist":
+        _distributions(url, shown, names, metrics)
+    elif section == "conf":
+        opts = [o for o in linked.conf_options if o in metrics or o == INVERSE_PPL]
+        if st.session_state.get("errors_conf") not in opts:
+            st.session_state["errors_conf"] = opts[0] if opts else None
+        conf = st.selectbox("Confidence", opts, key="errors_conf",
+                            help="a per-example confidence metric; 1/perplexity derives one from token probabilities")
+        carried["conf"] = conf
+        if conf is not None:
+            _confidence(url, run_id, conf, rule.metric, rule.threshold, rule.higher_is_better)
+    elif section == "fail":
+        _failures(url, shown, names)
+    elif section == "len":
+        carried["by"] = st.selectbox("Length measure", list(db.LENGTH_MEASURES), key="errors_by")
+        _length(url, run_id, rule.metric, carried["by"])
+    else:
+        if st.session_state.get("errors_m2") not in metrics:
+            st.session_state["errors_m2"] = linked.others[0] if linked.others else rule.metric
+        carried["m2"] = st.selectbox("Compare with metric", metrics, key="errors_m2")
+        _disagreement(url, run_id, rule.metric, carried["m2"], rule.bounds, rule.info)
+    return section, carried
+
+
+def main() -> None:
+    url = store.require_store()
+    p = links.params()
+    runs = store.load_runs(url)["runs"]
+    st.title("Error analysis")
+    if runs.empty:
+        st.info("This store has no runs yet: evaluate a model first (`python -m evaluator run ...`).")
+        st.stop()
+    run_ids = [int(i) for i in runs["id"]]
+    linked = _seed_widgets(url, p, run_ids)
 
     # 2. widgets
     label = fmt.run_label(runs)
@@ -360,58 +443,18 @@ def main() -> None:
         st.info("This run has no metric values yet.")
         links.write_params({"run": run_id}, page=PAGE)
         return
-    if st.session_state.get("errors_metric") not in metrics:
-        st.session_state["errors_metric"] = quality[0] if quality and quality[0] in metrics else metrics[0]
-    info = store.load_metric_info(url)
-    bounds = store.load_bounds(url, run_id, tuple(metrics))
-    c3, c4 = st.columns(2)
-    metric = c3.selectbox("Quality metric", metrics, key="errors_metric")
-    hib = info.get(metric) is not False
-    thr_default = default_threshold(bounds.get(metric))
-    thr = links.param_float(p, "thr") if links.param_str(p, "metric") == metric else None
-    thr = c4.number_input("Pass threshold (value " + ("≥" if hib else "≤") + " threshold passes)",
-                          value=float(thr if thr is not None else thr_default), key=f"errors_thr_{metric}")
+    rule = _pass_rule(url, p, run_id, metrics, linked)
     shown = [run_id] + ([vs] if vs is not None else [])
+    _pass_rate_cards(url, shown)
     names = {int(r.id): f"#{r.id} {r.name}" for r in runs.itertuples()}
-    rates = load_pass_rates(url, tuple(shown))
-    cols = st.columns(len(shown))
-    for col, rid in zip(cols, shown):
-        r = rates[rid]
-        col.metric(f"Human pass rate, run #{rid}", "–" if r["pass_rate"] is None else f"{r['pass_rate']:.0%}",
-                   help=f"{r['passed']} of {r['reviewed']} reviewed examples passed (majority of reviewers)")
-
-    section = st.segmented_control("Section", list(SECTIONS), format_func=SECTIONS.get, key="errors_section",
-                                   required=True)
-    # Only the chosen section is computed; the others' settings stay in the link until they are shown.
-    carried = {"conf": conf if conf in conf_options else None, "m2": links.param_str(p, "m2"),
-               "by": links.param_str(p, "by")}
-    if section == "dist":
-        _distributions(url, shown, names, metrics)
-    elif section == "conf":
-        opts = [o for o in conf_options if o in metrics or o == INVERSE_PPL]
-        if st.session_state.get("errors_conf") not in opts:
-            st.session_state["errors_conf"] = opts[0] if opts else None
-        conf = st.selectbox("Confidence", opts, key="errors_conf",
-                            help="a per-example confidence metric; 1/perplexity derives one from token probabilities")
-        carried["conf"] = conf
-        if conf is not None:
-            _confidence(url, run_id, conf, metric, float(thr), hib)
-    elif section == "fail":
-        _failures(url, shown, names)
-    elif section == "len":
-        carried["by"] = st.selectbox("Length measure", list(db.LENGTH_MEASURES), key="errors_by")
-        _length(url, run_id, metric, carried["by"])
-    else:
-        if st.session_state.get("errors_m2") not in metrics:
-            st.session_state["errors_m2"] = others[0] if others else metric
-        carried["m2"] = st.selectbox("Compare with metric", metrics, key="errors_m2")
-        _disagreement(url, run_id, metric, carried["m2"], bounds, info)
+    section, carried = _section(url, p, shown, names, metrics, rule, linked)
 
     # widgets -> link
     links.write_params({
-        "run": run_id, "vs": vs, "metric": metric, "thr": float(thr) if float(thr) != thr_default else None,
+        "run": run_id, "vs": vs, "metric": rule.metric,
+        "thr": rule.threshold if rule.threshold != rule.default else None,
         "tab": section if section != "dist" else None,
-        "conf": carried["conf"] if carried["conf"] != default_conf else None,
+        "conf": carried["conf"] if carried["conf"] != linked.default_conf else None,
         "by": carried["by"] if carried["by"] != "output_tokens" else None, "m2": carried["m2"],
     }, page=PAGE)
 

@@ -10,6 +10,7 @@ metrics, <= otherwise); flaky means scored in at least 3 versions and flipping p
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import altair as alt
@@ -155,18 +156,13 @@ def _rows_table(rows: list[dict[str, Any]], dataset_id: int, after_run: int, lin
         "browser": st.column_config.LinkColumn("browser", display_text="open")})
 
 
-def main() -> None:
-    url = store.require_store()
-    p = links.params()
-    st.title("Example history")
+def _families(runs: pd.DataFrame) -> list[str]:
+    """The model families among a dataset's runs, the one with most runs first."""
+    return [f for f, _ in runs["family"].value_counts().items()]
 
-    # 1. link -> widgets
-    datasets = store.load_datasets(url)
-    ds_ids = [d["id"] for d in datasets if d["n_runs"]]
-    if not ds_ids:
-        st.info("This store has no runs yet: evaluate a model first (`python -m evaluator run ...`).")
-        st.stop()
-    ds_label = {d["id"]: f"{d['name']} / {d['split'] or '-'} ({d['n_runs']} runs)" for d in datasets}
+
+def _seed_widgets(url: str, p: dict[str, Any], ds_ids: list[int]) -> Optional[str]:
+    """1. link -> widgets: a link names an example by id, or by dataset and key. Returns the linked key."""
     dataset_id, key = links.param_int(p, "dataset"), links.param_str(p, "key")
     linked_ex = links.param_int(p, "example")
     if linked_ex is not None:
@@ -177,94 +173,150 @@ def main() -> None:
             dataset_id, key = ref["dataset_id"], ref["key"]
     if dataset_id not in ds_ids:
         dataset_id = ds_ids[0]
-    runs = load_dataset_runs(url, dataset_id)
-    families = [f for f, _ in runs["family"].value_counts().items()]
+    families = _families(load_dataset_runs(url, dataset_id))
     family = links.param_str(p, "family")
     if family not in (*families, ALL):
         family = families[0] if families else ALL
     links.sync_widgets(PAGE, {"history_dataset": dataset_id, "history_family": family, "history_key": key})
+    return key
 
-    # 2. widgets
+
+@dataclass
+class _Versions:
+    """The versions the page follows: the chosen family's runs on the chosen dataset, oldest first."""
+    dataset_id: int
+    family: str
+    runs: pd.DataFrame  # every run of the dataset
+    versions: pd.DataFrame  # the family's runs (all of them for ALL)
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(i) for i in self.versions["id"]]
+
+    @property
+    def latest(self) -> int:
+        return self.ids[-1] if self.ids else int(self.runs["id"].iloc[-1])
+
+
+def _pick_versions(url: str, ds_ids: list[int], ds_label: dict[int, str]) -> _Versions:
     c1, c2 = st.columns(2)
     dataset_id = c1.selectbox("Dataset", ds_ids, key="history_dataset", format_func=lambda i: ds_label.get(i, f"#{i}"))
     runs = load_dataset_runs(url, dataset_id)
-    families = [f for f, _ in runs["family"].value_counts().items()]
+    families = _families(runs)
     if st.session_state.get("history_family") not in (*families, ALL):
         st.session_state["history_family"] = families[0] if families else ALL
     family = c2.selectbox("Versions: the runs of model family", [*families, ALL], key="history_family",
                           format_func=lambda f: "every run of the dataset" if f == ALL else f)
-    versions = runs if family == ALL else runs[runs["family"] == family]
-    version_ids = [int(i) for i in versions["id"]]
-    run_ids = [int(i) for i in runs["id"]]
-    metrics = sorted({m for r in version_ids[-1:] or run_ids[-1:] for m in store.load_run_metrics(url, r)})
-    if not metrics:
-        st.info("These runs have no metric values yet.")
-        return
-    info = store.load_metric_info(url)
+    return _Versions(dataset_id, family, runs, runs if family == ALL else runs[runs["family"] == family])
+
+
+@dataclass
+class _PassRule:
+    metric: str
+    higher_is_better: bool
+    threshold: float
+    default: float  # the threshold the page proposes (left out of the link when unchanged)
+
+
+def _pass_rule(url: str, p: dict[str, Any], v: _Versions, metrics: list[str]) -> _PassRule:
+    """The metric and the threshold that decide pass or fail."""
     metric = links.param_str(p, "metric")
     if st.session_state.get("history_metric") not in metrics:
         st.session_state["history_metric"] = metric if metric in metrics else metrics[0]
     c3, c4 = st.columns(2)
     metric = c3.selectbox("Metric", metrics, key="history_metric")
-    hib = info.get(metric) is not False
-    bounds = store.load_bounds(url, version_ids[-1] if version_ids else run_ids[-1], (metric,)).get(metric)
-    thr_default = 0.5 if bounds is None or (bounds[0] >= 0 and bounds[1] <= 1) else round(sum(bounds) / 2, 4)
+    hib = store.load_metric_info(url).get(metric) is not False
+    bounds = store.load_bounds(url, v.latest, (metric,)).get(metric)
+    default = 0.5 if bounds is None or (bounds[0] >= 0 and bounds[1] <= 1) else round(sum(bounds) / 2, 4)
     linked_thr = links.param_float(p, "thr") if links.param_str(p, "metric") == metric else None
     thr = float(c4.number_input("Pass threshold (value " + ("≥" if hib else "≤") + " threshold passes)",
-                                value=float(linked_thr if linked_thr is not None else thr_default),
+                                value=float(linked_thr if linked_thr is not None else default),
                                 key=f"history_thr_{metric}"))
-    st.text(f"{len(version_ids)} versions: " + ", ".join(f"#{r.id} {r.name}" for r in versions.itertuples()))
-    link_base = {"family": family, "metric": metric, "thr": thr}
+    return _PassRule(metric, hib, thr, default)
+
+
+def _broken_and_fixed(url: str, p: dict[str, Any], v: _Versions, rule: _PassRule,
+                      link_base: dict[str, Any]) -> tuple[Optional[int], Optional[int]]:
+    """What passed in one version and fails in a later one, and the reverse. Returns (before, after)."""
+    st.subheader("Newly broken and newly fixed")
+    ids = v.ids
+    if len(ids) < 2:
+        st.info("Needs at least two versions.")
+        return None, None
+    label = fmt.run_label(store.load_runs(url)["runs"])
+    a_param, b_param = links.param_int(p, "a"), links.param_int(p, "b")
+    if st.session_state.get("history_a") not in ids:
+        st.session_state["history_a"] = a_param if a_param in ids else ids[-2]
+    if st.session_state.get("history_b") not in ids:
+        st.session_state["history_b"] = b_param if b_param in ids else ids[-1]
+    k1, k2 = st.columns(2)
+    a = k1.selectbox("Before", ids, key="history_a", format_func=label)
+    b = k2.selectbox("After", ids, key="history_b", format_func=label)
+    if a == b:
+        st.info("Pick two different versions.")
+        return a, b
+    bf = load_broken_fixed(url, a, b, rule.metric, rule.threshold, rule.higher_is_better)
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Examples both scored", bf["n_shared"])
+    m2.metric("Newly broken", bf["n_broken"], help="passed before, fail now")
+    m3.metric("Newly fixed", bf["n_fixed"], help="failed before, pass now")
+    t1, t2 = st.tabs([f"Broken ({bf['n_broken']})", f"Fixed ({bf['n_fixed']})"])
+    with t1:
+        _rows_table(bf["broken"], v.dataset_id, b, link_base, "history_broken")
+    with t2:
+        _rows_table(bf["fixed"], v.dataset_id, b, link_base, "history_fixed")
+    return a, b
+
+
+def _flaky(url: str, v: _Versions, rule: _PassRule, link_base: dict[str, Any]) -> None:
+    st.subheader("Flaky examples")
+    if len(v.ids) < 3:
+        st.info("Needs at least three versions.")
+        return
+    fl = load_flaky(url, tuple(v.ids), rule.metric, rule.threshold, rule.higher_is_better)
+    st.text(f"{fl['total']} examples flip between pass and fail at least twice over the versions "
+            "(pattern: P pass, F fail, . not scored; oldest version first)")
+    if fl["rows"]:
+        df = pd.DataFrame(fl["rows"])
+        df["history"] = [_history_link(v.dataset_id, k, link_base) for k in df["key"]]
+        st.dataframe(df[["example_id", "key", "row_index", "category", "pattern", "flips", "versions", "history"]],
+                     hide_index=True, width="stretch", key="history_flaky",
+                     column_config={"history": st.column_config.LinkColumn("history", display_text="history")})
+
+
+def main() -> None:
+    url = store.require_store()
+    p = links.params()
+    st.title("Example history")
+    datasets = store.load_datasets(url)
+    ds_ids = [d["id"] for d in datasets if d["n_runs"]]
+    if not ds_ids:
+        st.info("This store has no runs yet: evaluate a model first (`python -m evaluator run ...`).")
+        st.stop()
+    ds_label = {d["id"]: f"{d['name']} / {d['split'] or '-'} ({d['n_runs']} runs)" for d in datasets}
+    linked_key = _seed_widgets(url, p, ds_ids)
+
+    # 2. widgets
+    v = _pick_versions(url, ds_ids, ds_label)
+    metrics = sorted({m for r in v.ids[-1:] or [int(i) for i in v.runs["id"]][-1:]
+                      for m in store.load_run_metrics(url, r)})
+    if not metrics:
+        st.info("These runs have no metric values yet.")
+        return
+    rule = _pass_rule(url, p, v, metrics)
+    st.text(f"{len(v.ids)} versions: " + ", ".join(f"#{r.id} {r.name}" for r in v.versions.itertuples()))
+    link_base = {"family": v.family, "metric": rule.metric, "thr": rule.threshold}
 
     # 3. + 4. data and render, section by section
-    key = _example_section(url, dataset_id, key, metric, thr, hib, version_ids)
-
-    st.subheader("Newly broken and newly fixed")
-    a = b = None
-    if len(version_ids) < 2:
-        st.info("Needs at least two versions.")
-    else:
-        label = fmt.run_label(store.load_runs(url)["runs"])
-        a_param, b_param = links.param_int(p, "a"), links.param_int(p, "b")
-        if st.session_state.get("history_a") not in version_ids:
-            st.session_state["history_a"] = a_param if a_param in version_ids else version_ids[-2]
-        if st.session_state.get("history_b") not in version_ids:
-            st.session_state["history_b"] = b_param if b_param in version_ids else version_ids[-1]
-        k1, k2 = st.columns(2)
-        a = k1.selectbox("Before", version_ids, key="history_a", format_func=label)
-        b = k2.selectbox("After", version_ids, key="history_b", format_func=label)
-        if a == b:
-            st.info("Pick two different versions.")
-        else:
-            bf = load_broken_fixed(url, a, b, metric, thr, hib)
-            m1, m2, m3 = st.columns(3)
-            m1.metric("Examples both scored", bf["n_shared"])
-            m2.metric("Newly broken", bf["n_broken"], help="passed before, fail now")
-            m3.metric("Newly fixed", bf["n_fixed"], help="failed before, pass now")
-            t1, t2 = st.tabs([f"Broken ({bf['n_broken']})", f"Fixed ({bf['n_fixed']})"])
-            with t1:
-                _rows_table(bf["broken"], dataset_id, b, link_base, "history_broken")
-            with t2:
-                _rows_table(bf["fixed"], dataset_id, b, link_base, "history_fixed")
-
-    st.subheader("Flaky examples")
-    if len(version_ids) < 3:
-        st.info("Needs at least three versions.")
-    else:
-        fl = load_flaky(url, tuple(version_ids), metric, thr, hib)
-        st.text(f"{fl['total']} examples flip between pass and fail at least twice over the versions "
-                "(pattern: P pass, F fail, . not scored; oldest version first)")
-        if fl["rows"]:
-            df = pd.DataFrame(fl["rows"])
-            df["history"] = [_history_link(dataset_id, k, link_base) for k in df["key"]]
-            st.dataframe(df[["example_id", "key", "row_index", "category", "pattern", "flips", "versions", "history"]],
-                         hide_index=True, width="stretch", key="history_flaky",
-                         column_config={"history": st.column_config.LinkColumn("history", display_text="history")})
+    key = _example_section(url, v.dataset_id, linked_key, rule.metric, rule.threshold,
+                           rule.higher_is_better, v.ids)
+    a, b = _broken_and_fixed(url, p, v, rule, link_base)
+    _flaky(url, v, rule, link_base)
 
     # widgets -> link
     links.write_params({
-        "dataset": dataset_id, "key": key, "family": family, "metric": metric,
-        "thr": thr if thr != thr_default else None, "a": a, "b": b,
+        "dataset": v.dataset_id, "key": key, "family": v.family, "metric": rule.metric,
+        "thr": rule.threshold if rule.threshold != rule.default else None, "a": a, "b": b,
     }, page=PAGE)
 
 

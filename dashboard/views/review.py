@@ -212,12 +212,8 @@ def _log_section(url: str, run_id: int, queue: list[int], view_name: str, verdic
 # ---------------------------------------------------------------- page
 
 
-def main() -> None:
-    url = store.require_store()
-    p = links.params()
-
-    # 1. link -> widgets
-    views = load_views(url)
+def _pick_queue(url: str, p: dict[str, Any], views: list[dict[str, Any]]) -> tuple[str, Optional[str]]:
+    """1. link -> widgets, 2. the reviewer's name and the queue (a saved view). Returns (reviewer, view name)."""
     names = [v["name"] for v in views]
     linked_view = links.param_str(p, "view")
     remembered = st.session_state.get("_review_name", "")
@@ -226,8 +222,6 @@ def main() -> None:
         "review_view": linked_view if linked_view in names else (names[0] if names and not _browser_params(p)
                                                                  else None),
     })
-
-    # 2. widgets
     st.title("Review")
     if store.load_run_index(url).empty:
         st.info("This store has no runs yet: evaluate a model first (`python -m evaluator run ...`).")
@@ -243,12 +237,11 @@ def main() -> None:
     if linked_view and linked_view not in names:
         st.warning("The link names a saved view that does not exist (any more); choose another.")
         st.text(f"view in the link: {linked_view}")
-    _new_queue_section(url, p, reviewer)
-    if view_name is None:
-        st.info("Choose a saved view to build the review queue, or save a new one above.")
-        links.write_params({"reviewer": reviewer, **_browser_params(p)}, page=PAGE)
-        return
-    view = next(v for v in views if v["name"] == view_name)
+    return reviewer, view_name
+
+
+def _view_query(url: str, view: dict[str, Any]) -> tuple[db.ResultQuery, dict[str, Any]]:
+    """The saved view's selection and its run; a view that no longer applies stops the page with why."""
     st.text("filter: " + json.dumps(view["params"], ensure_ascii=False, sort_keys=True))
     try:
         query = links.filters_from_params(view["params"])
@@ -257,9 +250,12 @@ def main() -> None:
     run = store.load_run(url, query.run_id)
     if run is None:
         store.fail(f"This saved view points at run #{query.run_id}, which is not in this store.")
+    return query, run
 
-    # 3. data: the queue is a snapshot per session, so verdicts given now do not reorder it mid-meeting
-    signature = (view_name, json.dumps(view["params"], sort_keys=True))
+
+def _queue(url: str, view: dict[str, Any], query: db.ResultQuery, run: dict[str, Any]) -> list[int]:
+    """3. data: the queue is a snapshot per session, so verdicts given now do not reorder it mid-meeting."""
+    signature = (view["name"], json.dumps(view["params"], sort_keys=True))
     snap = st.session_state.get("_review_queue")
     if snap is None or snap["signature"] != signature:
         snap = dict(signature=signature, **load_queue(url, query))
@@ -272,18 +268,12 @@ def main() -> None:
         st.rerun()
     st.text(f"run #{run['id']} {run['name']} · {run['dataset']}/{run['split'] or '-'} · "
             f"{total:,} examples match" + (f" (the first {len(queue):,} are queued)" if total > len(queue) else ""))
-    if not queue:
-        st.info("No example matches this saved filter.")
-        links.write_params({"view": view_name, "reviewer": reviewer}, page=PAGE)
-        return
-    pos = min(max(1, links.param_int(p, "pos", 1) or 1), len(queue))
-    example_id = queue[pos - 1]
-    verdicts = load_verdicts(url, query.run_id, tuple(queue))
-    mine = {v["example_id"]: v for v in verdicts if reviewer and v["reviewer"] == reviewer}
-    judged = {v["example_id"] for v in verdicts}
-    rate = load_pass_rate(url, query.run_id)
+    return queue
 
-    # 4. render: position and navigation
+
+def _navigation(run_id: int, queue: list[int], pos: int, judged: set[int], mine: dict[int, Any],
+                reviewer: str) -> None:
+    """4. render: where the meeting is in the queue, and the buttons that move through it."""
     st.progress(len(judged) / len(queue), text=f"example {pos} of {len(queue)} · {len(judged)} judged by someone"
                 + (f" · {len(mine)} by you" if reviewer else ""))
     n1, n2, n3, n4 = st.columns(4)
@@ -296,24 +286,21 @@ def main() -> None:
     n3.button("Next I have not judged", key="review_next_todo", on_click=_set_pos,
               args=(after[0] if after else pos,), disabled=not after, icon=":material/skip_next:")
     n4.page_link(links.BROWSER_PAGE, label="Open in the example browser", icon=":material/open_in_new:",
-                 query_params={"run": str(query.run_id), "ex": str(example_id)})
+                 query_params={"run": str(run_id), "ex": str(queue[pos - 1])})
 
-    detail = store.load_detail(url, query.run_id, example_id)
-    if detail is None:
-        st.warning(f"Example {example_id} is no longer in run #{query.run_id} (it may have been deleted); "
-                   "skip it with Next.")
-    else:
-        _show_example(detail)
 
+def _verdict_form(url: str, run_id: int, example_id: int, mine: dict[int, Any], reviewer: str,
+                  next_pos: Optional[int]) -> None:
+    """The verdicts already given on this example, and this reviewer's own (saved through ``_review``)."""
     st.subheader("Verdicts on this example")
-    ann = store.load_annotations(url, query.run_id, example_id)
+    ann = store.load_annotations(url, run_id, example_id)
     if ann.empty:
         st.caption("Not reviewed yet.")
     else:
         st.dataframe(ann, hide_index=True, width="stretch")
 
     st.subheader("Your verdict")
-    vkey, ckey = f"review_verdict_{query.run_id}_{example_id}", f"review_comment_{query.run_id}_{example_id}"
+    vkey, ckey = f"review_verdict_{run_id}_{example_id}", f"review_comment_{run_id}_{example_id}"
     if vkey not in st.session_state:
         st.session_state[vkey] = mine.get(example_id, {}).get("verdict")
     if ckey not in st.session_state:
@@ -324,27 +311,65 @@ def main() -> None:
     advance = s2.checkbox("Go to the next example after saving", value=True, key="review_advance")
     if s1.button("Save verdict", key="review_save", type="primary", icon=":material/save:", shortcut="Ctrl+Enter",
                  help="Ctrl+Enter"):
-        error = review.record_verdict(lambda: store.write_session(url), run_id=query.run_id,
+        error = review.record_verdict(lambda: store.write_session(url), run_id=run_id,
                                       example_id=example_id, reviewer=reviewer, verdict=verdict, comment=comment)
         if error:
             st.error(error, icon=":material/error:")
         else:
             store.clear_caches()
             _flash("success", f"Verdict saved on example {example_id}: {verdict}.")
-            if advance and pos < len(queue):
-                st.query_params["pos"] = str(pos + 1)
+            if advance and next_pos is not None:
+                st.query_params["pos"] = str(next_pos)
             st.rerun()
 
+
+def _run_summary(url: str, run_id: int, queue: list[int], keys: dict[int, str], view_name: str,
+                 verdicts: list[dict[str, Any]]) -> None:
+    """The run's human pass rate, reviewer agreement and the decision log."""
     st.divider()
+    rate = load_pass_rate(url, run_id)
     m1, m2 = st.columns(2)
     m1.metric("Human pass rate on this run", "–" if rate["pass_rate"] is None else f"{rate['pass_rate']:.0%}",
               help="examples whose reviewers (each one's latest verdict) mostly said pass, "
                    f"of {rate['reviewed']} reviewed")
     m2.metric("Examples reviewed in this run", rate["reviewed"])
-    keys = {} if detail is None else {example_id: detail["key"]}
-    keys.update({r["example_id"]: r["key"] for r in load_log(url, query.run_id, tuple(queue), None, None)})
-    _agreement_section(url, query.run_id, queue, keys)
-    _log_section(url, query.run_id, queue, view_name, review.agreement(verdicts))
+    keys = dict(keys)
+    keys.update({r["example_id"]: r["key"] for r in load_log(url, run_id, tuple(queue), None, None)})
+    _agreement_section(url, run_id, queue, keys)
+    _log_section(url, run_id, queue, view_name, review.agreement(verdicts))
+
+
+def main() -> None:
+    url = store.require_store()
+    p = links.params()
+    views = load_views(url)
+    reviewer, view_name = _pick_queue(url, p, views)
+    _new_queue_section(url, p, reviewer)
+    if view_name is None:
+        st.info("Choose a saved view to build the review queue, or save a new one above.")
+        links.write_params({"reviewer": reviewer, **_browser_params(p)}, page=PAGE)
+        return
+    view = next(v for v in views if v["name"] == view_name)
+    query, run = _view_query(url, view)
+    queue = _queue(url, view, query, run)
+    if not queue:
+        st.info("No example matches this saved filter.")
+        links.write_params({"view": view_name, "reviewer": reviewer}, page=PAGE)
+        return
+    pos = min(max(1, links.param_int(p, "pos", 1) or 1), len(queue))
+    example_id = queue[pos - 1]
+    verdicts = load_verdicts(url, query.run_id, tuple(queue))
+    mine = {v["example_id"]: v for v in verdicts if reviewer and v["reviewer"] == reviewer}
+    _navigation(query.run_id, queue, pos, {v["example_id"] for v in verdicts}, mine, reviewer)
+    detail = store.load_detail(url, query.run_id, example_id)
+    if detail is None:
+        st.warning(f"Example {example_id} is no longer in run #{query.run_id} (it may have been deleted); "
+                   "skip it with Next.")
+    else:
+        _show_example(detail)
+    _verdict_form(url, query.run_id, example_id, mine, reviewer, pos + 1 if pos < len(queue) else None)
+    _run_summary(url, query.run_id, queue, {} if detail is None else {example_id: detail["key"]}, view_name,
+                 verdicts)
 
     # widgets -> link
     links.write_params({"view": view_name, "pos": pos, "reviewer": reviewer}, page=PAGE)

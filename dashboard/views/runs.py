@@ -8,6 +8,8 @@ rejected (a run whose rejected dataset rows are listed).
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import altair as alt
 import pandas as pd
@@ -39,14 +41,6 @@ def _runs_table(runs: pd.DataFrame, aggs: pd.DataFrame, metrics: list[str]) -> p
         table[f"{m} 95% CI"] = [fmt.fmt_ci(sub["value"].get(i), sub["ci_low"].get(i), sub["ci_high"].get(i))
                                 if i in sub.index else "–" for i in table["id"]]
     return table
-
-
-def _open_from_table() -> None:
-    sel = st.session_state.get("runs_table")
-    ids = st.session_state.get("_runs_table_ids", [])
-    rows = sel.selection.rows if sel is not None else []
-    if rows and rows[0] < len(ids):
-        st.session_state["runs_open"] = ids[rows[0]]
 
 
 def _trend_chart(data: pd.DataFrame, metric: str) -> alt.LayerChart:
@@ -84,66 +78,108 @@ def _rejected_rows(url: str, run_id: int, run_label: str) -> None:
     })
 
 
-def main() -> None:
-    url = store.require_store()
-    p = links.params()
+@dataclass
+class _Store:
+    """What the page reads before drawing anything: datasets, every run with counts, aggregates."""
+    datasets: list[dict[str, Any]]
+    runs: pd.DataFrame
+    aggs: pd.DataFrame
 
-    # 1. link -> widgets
-    datasets = store.load_datasets(url)
-    ds_ids = [d["id"] for d in datasets]
-    ds_label = {d["id"]: f"{d['name']} / {d['split'] or '-'} ({d['n_runs']} runs)" for d in datasets}
+    @property
+    def ds_ids(self) -> list[int]:
+        return [d["id"] for d in self.datasets]
+
+    def ds_label(self, ds_id: Optional[int]) -> str:
+        for d in self.datasets:
+            if d["id"] == ds_id:
+                return f"{d['name']} / {d['split'] or '-'} ({d['n_runs']} runs)"
+        return "All datasets" if ds_id is None else f"#{ds_id}"
+
+    @property
+    def metrics(self) -> list[str]:
+        return sorted(self.aggs["metric"].unique()) if not self.aggs.empty else []
+
+    @property
+    def run_ids(self) -> list[int]:
+        return [int(i) for i in self.runs["id"]]
+
+    @property
+    def latest_dataset(self) -> int:
+        return int(self.runs.iloc[0]["dataset_id"])
+
+
+@dataclass
+class _Filters:
+    model: str
+    dataset: Optional[int]
+    since: Optional[dt.date]
+    until: Optional[dt.date]
+    show: list[str]
+
+
+def _load(url: str) -> _Store:
     everything = store.load_runs(url)
-    all_runs, all_aggs = everything["runs"], everything["aggregates"]
-    if all_runs.empty:
+    data = _Store(store.load_datasets(url), everything["runs"], everything["aggregates"])
+    if data.runs.empty:
         st.title("Runs and trends")
         st.info("This store has no runs yet. Evaluate a model with `python -m evaluator run ...` "
                 "or fill a demo store with `python -m evaluator demo`.")
         st.stop()
-    metric_names = sorted(all_aggs["metric"].unique()) if not all_aggs.empty else []
-    run_ids = [int(i) for i in all_runs["id"]]
-    default_a, default_b = fmt.default_pair(all_runs)
+    return data
+
+
+def _seed_widgets(p: dict[str, Any], data: _Store) -> None:
+    """1. link -> widgets."""
+    metrics, run_ids, ds_ids = data.metrics, data.run_ids, data.ds_ids
+    default_a, default_b = fmt.default_pair(data.runs)
     a, b = links.param_int(p, "a", default_a), links.param_int(p, "b", default_b)
-    shown = [m for m in links.param_list(p.get("show")) if m in metric_names] or metric_names[:4]
     dataset = links.param_int(p, "dataset")
-    trend_ds = links.param_int(p, "tds") or dataset or int(all_runs.iloc[0]["dataset_id"])
+    trend_ds = links.param_int(p, "tds") or dataset or data.latest_dataset
     trend_metric = links.param_str(p, "metric")
     links.sync_widgets(PAGE, {
         "runs_model": links.param_str(p, "model", ""),
         "runs_dataset": dataset if dataset in ds_ids else None,
         "runs_since": _date(p, "since"),
         "runs_until": _date(p, "until"),
-        "runs_show": shown,
+        "runs_show": [m for m in links.param_list(p.get("show")) if m in metrics] or metrics[:4],
         "trend_dataset": trend_ds if trend_ds in ds_ids else (ds_ids[0] if ds_ids else None),
-        "trend_metric": trend_metric if trend_metric in metric_names else (metric_names[0] if metric_names else None),
+        "trend_metric": trend_metric if trend_metric in metrics else (metrics[0] if metrics else None),
         "runs_a": a if a in run_ids else None,
         "runs_b": b if b in run_ids else None,
     })
 
-    # 2. widgets
-    st.title("Runs and trends")
-    c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
-    model = c1.text_input("Model, run or adapter contains", key="runs_model")
-    dataset = c2.selectbox("Dataset", [None, *ds_ids], key="runs_dataset", placeholder="All datasets",
-                           format_func=lambda i: "All datasets" if i is None else ds_label.get(i, f"#{i}"))
-    since = c3.date_input("From", key="runs_since", format="YYYY-MM-DD")
-    until = c4.date_input("Until", key="runs_until", format="YYYY-MM-DD")
-    show = st.multiselect("Headline metrics (value and 95% CI)", metric_names, key="runs_show")
 
-    # 3. data (one cached load_runs for every filter: the list of runs is small, its counts are not)
-    runs, aggs = all_runs, all_aggs
-    needle = model.strip().lower()
+def _filter_widgets(data: _Store) -> _Filters:
+    """2. widgets."""
+    c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
+    return _Filters(
+        model=c1.text_input("Model, run or adapter contains", key="runs_model"),
+        dataset=c2.selectbox("Dataset", [None, *data.ds_ids], key="runs_dataset", placeholder="All datasets",
+                             format_func=data.ds_label),
+        since=c3.date_input("From", key="runs_since", format="YYYY-MM-DD"),
+        until=c4.date_input("Until", key="runs_until", format="YYYY-MM-DD"),
+        show=st.multiselect("Headline metrics (value and 95% CI)", data.metrics, key="runs_show"),
+    )
+
+
+def _filtered(runs: pd.DataFrame, f: _Filters) -> pd.DataFrame:
+    """3. data: one cached ``load_runs`` serves every filter (the list of runs is small, its counts are not)."""
+    needle = f.model.strip().lower()
     if needle:
         text = (runs["name"].str.lower() + "\n" + runs["model"].str.lower() + "\n"
                 + runs["adapter"].fillna("").str.lower())
         runs = runs[text.str.contains(needle, regex=False)]
-    if dataset is not None:
-        runs = runs[runs["dataset_id"] == dataset]
-    if since is not None:
-        runs = runs[runs["created_at"] >= pd.Timestamp(since)]
-    if until is not None:
-        runs = runs[runs["created_at"] < pd.Timestamp(until) + pd.Timedelta(days=1)]
+    if f.dataset is not None:
+        runs = runs[runs["dataset_id"] == f.dataset]
+    if f.since is not None:
+        runs = runs[runs["created_at"] >= pd.Timestamp(f.since)]
+    if f.until is not None:
+        runs = runs[runs["created_at"] < pd.Timestamp(f.until) + pd.Timedelta(days=1)]
+    return runs
 
-    # 4. render
+
+def _runs_list(runs: pd.DataFrame, aggs: pd.DataFrame, show: list[str]) -> None:
+    """4. render: the runs that match, one row each, a row click opens the run below."""
     st.subheader(f"{len(runs)} runs")
     running = runs[runs["status"] == "running"]
     if not running.empty:
@@ -152,8 +188,8 @@ def main() -> None:
     table = _runs_table(runs, aggs, show)
     st.session_state["_runs_table_ids"] = [int(i) for i in table["id"]]
     st.dataframe(
-        table, hide_index=True, key="runs_table", on_select=_open_from_table, selection_mode="single-row",
-        width="stretch",
+        table, hide_index=True, key="runs_table", selection_mode="single-row", width="stretch",
+        on_select=links.row_picker("runs_table", "_runs_table_ids", "runs_open"),
         column_config={
             "id": st.column_config.NumberColumn("run", format="%d"),
             "created_at": st.column_config.DatetimeColumn("date", format="YYYY-MM-DD HH:mm"),
@@ -167,8 +203,13 @@ def main() -> None:
             **{m: st.column_config.NumberColumn(m, format="%.4g") for m in show},
         },
     )
+
+
+def _open_run(url: str, p: dict[str, Any], runs: pd.DataFrame, data: _Store) -> Optional[int]:
+    """The run opened below the list, with links to its examples and rejected rows. Returns the run whose
+    rejected rows are listed (it goes into the link), or None."""
     open_ids = [int(i) for i in runs["id"]]
-    label = fmt.run_label(all_runs)
+    label = fmt.run_label(data.runs)
     if st.session_state.get("runs_open") not in open_ids:
         st.session_state["runs_open"] = open_ids[0] if open_ids else None
     rejected_of = links.param_int(p, "rejected")
@@ -180,58 +221,83 @@ def main() -> None:
     if chosen is not None:
         o2.page_link(links.BROWSER_PAGE, label="Open in the example browser", icon=":material/open_in_new:",
                      query_params={"run": str(chosen)})
-        n_rejected = int(all_runs.loc[all_runs["id"] == chosen, "rejected"].iloc[0])
+        n_rejected = int(data.runs.loc[data.runs["id"] == chosen, "rejected"].iloc[0])
         if n_rejected:
             o3.page_link(links.RUNS_PAGE, label=f"{n_rejected} rejected dataset rows", icon=":material/block:",
                          query_params={"rejected": str(chosen)})
-    if rejected_of is not None and rejected_of == chosen:
-        _rejected_rows(url, chosen, label(chosen))
+    if rejected_of is None or rejected_of != chosen:
+        return None
+    _rejected_rows(url, chosen, label(chosen))
+    return rejected_of
 
+
+def _trend(data: _Store) -> tuple[int, str]:
+    """Model versions over time: one metric on one dataset, a line per family. Returns (dataset, metric)."""
     st.subheader("Model versions over time")
     t1, t2 = st.columns(2)
-    trend_ds = t1.selectbox("Dataset", ds_ids, key="trend_dataset",
-                            format_func=lambda i: ds_label.get(i, f"#{i}"))
-    trend_metric = t2.selectbox("Metric", metric_names, key="trend_metric")
-    on_ds = all_runs[(all_runs["dataset_id"] == trend_ds) & (all_runs["status"] == "finished")]
-    head = fmt.headline(all_aggs)
-    data = head[(head["metric"] == trend_metric) & head["run_id"].isin(on_ds["id"])].merge(
+    trend_ds = t1.selectbox("Dataset", data.ds_ids, key="trend_dataset", format_func=data.ds_label)
+    trend_metric = t2.selectbox("Metric", data.metrics, key="trend_metric")
+    on_ds = data.runs[(data.runs["dataset_id"] == trend_ds) & (data.runs["status"] == "finished")]
+    head = fmt.headline(data.aggs)
+    points = head[(head["metric"] == trend_metric) & head["run_id"].isin(on_ds["id"])].merge(
         on_ds[["id", "name", "family", "created_at"]], left_on="run_id", right_on="id")
-    if data.empty:
+    if points.empty:
         st.info("No finished run on this dataset has this metric yet.")  # failed/running runs are left out
-    else:
-        data = data.rename(columns={"name": "run"}).sort_values("created_at")
-        data["ci"] = [fmt.fmt_ci(v, lo, hi) for v, lo, hi in zip(data["value"], data["ci_low"], data["ci_high"])]
-        data["ci_low"] = data["ci_low"].fillna(data["value"])
-        data["ci_high"] = data["ci_high"].fillna(data["value"])
-        data = data[["run_id", "run", "family", "created_at", "value", "ci_low", "ci_high", "ci"]]
-        st.caption("A line per model family, bands are 95% confidence intervals. Click a point to open that run.")
-        event = st.altair_chart(_trend_chart(data, trend_metric), on_select="rerun", key="trend_chart",
-                                selection_mode="pick", width="stretch")
-        picked = links.selected_values(event, "pick", "run_id")
-        if picked:
-            st.switch_page(links.BROWSER_PAGE, query_params={"run": str(int(picked[0]))})
+        return trend_ds, trend_metric
+    points = points.rename(columns={"name": "run"}).sort_values("created_at")
+    points["ci"] = [fmt.fmt_ci(v, lo, hi) for v, lo, hi in zip(points["value"], points["ci_low"], points["ci_high"])]
+    points["ci_low"] = points["ci_low"].fillna(points["value"])
+    points["ci_high"] = points["ci_high"].fillna(points["value"])
+    points = points[["run_id", "run", "family", "created_at", "value", "ci_low", "ci_high", "ci"]]
+    st.caption("A line per model family, bands are 95% confidence intervals. Click a point to open that run.")
+    event = st.altair_chart(_trend_chart(points, trend_metric), on_select="rerun", key="trend_chart",
+                            selection_mode="pick", width="stretch")
+    picked = links.selected_values(event, "pick", "run_id")
+    if picked:
+        st.switch_page(links.BROWSER_PAGE, query_params={"run": str(int(picked[0]))})
+    return trend_ds, trend_metric
 
+
+def _compare_pick(data: _Store) -> tuple[Optional[int], Optional[int]]:
     st.subheader("Compare two runs")
+    label = fmt.run_label(data.runs)
     k1, k2, k3 = st.columns([3, 3, 2], vertical_alignment="bottom")
-    a = k1.selectbox("Run A (candidate)", [None, *run_ids], key="runs_a", format_func=label,
-                      placeholder="choose run A")
-    b = k2.selectbox("Run B (baseline)", [None, *run_ids], key="runs_b", format_func=label,
-                      placeholder="choose run B")
+    a = k1.selectbox("Run A (candidate)", [None, *data.run_ids], key="runs_a", format_func=label,
+                     placeholder="choose run A")
+    b = k2.selectbox("Run B (baseline)", [None, *data.run_ids], key="runs_b", format_func=label,
+                     placeholder="choose run B")
     if a is not None and b is not None and a != b:
         k3.page_link(links.COMPARE_PAGE, label="Compare A with B", icon=":material/compare_arrows:",
                      query_params={"a": str(a), "b": str(b)})
     else:
         k3.caption("Pick two different runs.")
+    return a, b
 
-    # widgets -> link
+
+def main() -> None:
+    url = store.require_store()
+    p = links.params()
+    data = _load(url)
+    _seed_widgets(p, data)
+    st.title("Runs and trends")
+    f = _filter_widgets(data)
+    runs = _filtered(data.runs, f)
+    _runs_list(runs, data.aggs, f.show)
+    rejected_of = _open_run(url, p, runs, data)
+    trend_ds, trend_metric = _trend(data)
+    a, b = _compare_pick(data)
+
+    # widgets -> link (values equal to the defaults are left out, so a plain link stays plain)
+    metrics = data.metrics
+    default_a, default_b = fmt.default_pair(data.runs)
     links.write_params({
-        "model": model.strip(), "dataset": dataset, "since": since.isoformat() if since else None,
-        "until": until.isoformat() if until else None,
-        "show": show if show != metric_names[:4] else None,
-        "tds": trend_ds if trend_ds != (dataset or int(all_runs.iloc[0]["dataset_id"])) else None,
-        "metric": trend_metric if trend_metric != (metric_names[0] if metric_names else None) else None,
+        "model": f.model.strip(), "dataset": f.dataset, "since": f.since.isoformat() if f.since else None,
+        "until": f.until.isoformat() if f.until else None,
+        "show": f.show if f.show != metrics[:4] else None,
+        "tds": trend_ds if trend_ds != (f.dataset or data.latest_dataset) else None,
+        "metric": trend_metric if trend_metric != (metrics[0] if metrics else None) else None,
         "a": a if a != default_a else None, "b": b if b != default_b else None,
-        "rejected": rejected_of if rejected_of is not None and rejected_of == chosen else None,
+        "rejected": rejected_of,
     }, page=PAGE)
 
 
