@@ -127,3 +127,26 @@ def test_ruff_check_is_clean():
     proc = subprocess.run([str(ruff), "check", "--no-cache", "--output-format", "concise", str(ROOT)], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+MAX_FUNCTION_LINES = 80  # docs/development.md; Alembic revisions (migrations/) are generated and left out
+
+
+def _long_functions(tree: ast.Module, where: str) -> list[str]:
+    return [f"{where}:{n.lineno} {n.name} ({n.end_lineno - n.lineno + 1} lines)" for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and n.end_lineno - n.lineno + 1 > MAX_FUNCTION_LINES]
+
+
+def test_no_function_is_longer_than_80_lines():
+    files = [p for d in (*PACKAGES, "tests", "benchmarks", "scripts") for p in sorted((ROOT / d).rglob("*.py"))]
+    long = [f for p in files for f in _long_functions(ast.parse(p.read_text(encoding="utf-8")),
+                                                          str(p.relative_to(ROOT)))]
+    assert len(files) > 100 and long == []
+
+
+def test_the_length_check_sees_a_long_function():
+    def source(lines: int) -> str:  # a function of exactly ``lines`` lines
+        return "def f():\n" + "".join(f"    x{i} = {i}\n" for i in range(lines - 1))
+    assert _long_functions(ast.parse(source(81)), "m.py") == ["m.py:1 f (81 lines)"]
+    assert _long_functions(ast.parse(source(80)), "m.py") == []
