@@ -2,14 +2,11 @@
 
 Only routes: page config, the page list, run the chosen page. Pages live in ``views/``.
 """
-import sys
 from pathlib import Path
 
 import streamlit as st
 
 HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:  # `streamlit run` puts dashboard/ on sys.path, not the repo root
-    sys.path.insert(0, str(HERE.parent))
 
 st.set_page_config(page_title="Eval workbench", page_icon=":material/analytics:", layout="wide")
 

@@ -7,6 +7,7 @@
 # it says what to install and the tests that need them fail with that message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
 WITH_TESTS=0
 [ "${1:-}" = "--tests" ] && WITH_TESTS=1
 PY="${PYTHON:-python3.11}"
@@ -23,6 +24,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -r requirements-dev.txt
     echo "$want" > "$stamp"
+fi
+# The checkout itself, editable: `streamlit run dashboard/app.py` and scripts find evaluator/, db/ and
+# dashboard/ from any directory, and `evalbench` is on the venv's PATH.
+if ! (cd / && "$ROOT/.venv/bin/python" -c "import db, dashboard, evaluator" 2>/dev/null); then
+    echo "setup: installing this checkout into .venv (editable)"
+    .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 fi
 
 [ "$WITH_TESTS" = 1 ] || exit 0

@@ -36,15 +36,20 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_dashboard(store_url: str, log_path: Path) -> Iterator[str]:
-    """`streamlit run dashboard/app.py -- --db URL` on a free loopback port; yields its base URL."""
+    """`streamlit run dashboard/app.py -- --db URL` on a free loopback port; yields its base URL.
+
+    Started as a user starts it: the venv's `streamlit` command, from another directory, with nothing added
+    to the import path (the project is installed in the venv by scripts/setup.sh)."""
     port = free_port()
-    env = dict(os.environ, EVAL_DB_URL="sqlite:///not-this-one.sqlite", PYTHONPATH=str(ROOT))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["EVAL_DB_URL"] = "sqlite:///not-this-one.sqlite"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"), "--server.headless",
+            [str(Path(sys.executable).with_name("streamlit")), "run", str(ROOT / "dashboard" / "app.py"),
+             "--server.headless",
              "true", "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats",
              "false", "--server.fileWatcherType", "none", "--", "--db", store_url],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            cwd=log_path.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 90
