@@ -126,6 +126,14 @@ from db._query_scoring import (
     scoring_inputs,
     set_reference_nll,
 )
+from db._records import (
+    AggregateRecord,
+    ComparisonRecord,
+    ExampleRecord,
+    MetricInput,
+    RejectedRecord,
+    ResultRecord,
+)
 from db._values import (
     FAILURE_KINDS,
     VERDICTS,
@@ -152,6 +160,12 @@ from db._write import (
 )
 
 __all__ = [
+    "AggregateRecord",
+    "ComparisonRecord",
+    "ExampleRecord",
+    "MetricInput",
+    "RejectedRecord",
+    "ResultRecord",
     "acquire_run",
     "add_annotation",
     "add_rejected",

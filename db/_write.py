@@ -25,6 +25,7 @@ from db._models import (
     SavedView,
     utcnow,
 )
+from db._records import AggregateRecord, ComparisonRecord, ExampleRecord, RejectedRecord, ResultRecord
 from db._values import VERDICTS, pack_logprobs, prompt_text
 
 RUN_STATUSES = ("running", "finished", "failed", "interrupted")
@@ -58,10 +59,10 @@ def get_or_create_dataset(*, session: Session, name: str, split: str = "", turns
     return session.scalar(stmt)
 
 
-def upsert_examples(*, session: Session, dataset_id: int, examples: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+def upsert_examples(*, session: Session, dataset_id: int, examples: Sequence[ExampleRecord]) -> dict[str, int]:
     """Insert the examples whose key is new for this dataset; return key -> example id for all of them.
 
-    Each mapping has the fields of ``evaluator.types.Example`` (key, messages, reference, row_index, ...).
+    Each record has the fields of ``evaluator.types.Example`` (``db.ExampleRecord``).
     An existing key keeps its stored content: keys are content hashes, so equal keys mean equal examples.
     """
     keys = [e["key"] for e in examples]
@@ -130,7 +131,7 @@ def update_run(*, session: Session, run_id: int, **fields: Any) -> None:
     session.execute(update(Run).where(Run.id == run_id).values(**fields))
 
 
-def add_rejected(*, session: Session, run_id: int, rows: Iterable[Mapping[str, Any]]) -> int:
+def add_rejected(*, session: Session, run_id: int, rows: Iterable[RejectedRecord]) -> int:
     """Store rejected dataset rows (row_index, reason, raw) for a run; returns how many."""
     params = [dict(run_id=run_id, row_index=r["row_index"], reason=r["reason"], raw=r.get("raw")) for r in rows]
     if params:
@@ -166,17 +167,17 @@ def _metric_rows(run_id: int, result_id: int, metrics: Mapping[str, Any], ids: M
     return rows
 
 
-_RESULT_FIELDS = ("output", "output_tokens", "prompt_tokens", "finish_reason", "failures", "latency_ms",
-                  "tokens", "ref_nll", "ref_tokens", "error")
+# The columns a ResultRecord fills directly; example_id, logprobs and metrics are written their own way.
+_RESULT_FIELDS = tuple(k for k in ResultRecord.__annotations__ if k not in ("example_id", "logprobs", "metrics"))
 
 
-def insert_results(*, session: Session, run_id: int, results: Sequence[Mapping[str, Any]],
+def insert_results(*, session: Session, run_id: int, results: Sequence[ResultRecord],
                    higher_is_better: Optional[Mapping[str, Optional[bool]]] = None) -> list[int]:
     """Insert a batch of results with their metric values; returns the new result ids in order.
 
-    Each mapping: example_id, output, output_tokens, finish_reason, and optionally prompt_tokens,
-    failures (db.FailureKind bits), latency_ms, logprobs (list of floats), tokens, ref_nll, ref_tokens,
-    error, and ``metrics``: name -> value, or name -> (None, "error") for a metric that failed.
+    Each record (``db.ResultRecord``): example_id, output, output_tokens, finish_reason, and optionally
+    prompt_tokens, failures (db.FailureKind bits), latency_ms, logprobs (list of floats), tokens, ref_nll,
+    ref_tokens, error, and ``metrics``: name -> value, or name -> (None, "error") for a metric that failed.
     Call inside one transaction (``with Session.begin()``): the batch lands whole or not at all.
     """
     if not results:
@@ -236,8 +237,8 @@ def replace_metric_values(*, session: Session, run_id: int, values: Mapping[int,
     return len(rows)
 
 
-def replace_aggregates(*, session: Session, run_id: int, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Replace all aggregates of a run. Row keys: metric, slice, kind, n, value, ci_low, ci_high, extra."""
+def replace_aggregates(*, session: Session, run_id: int, rows: Sequence[AggregateRecord]) -> None:
+    """Replace all aggregates of a run (``db.AggregateRecord`` rows)."""
     session.execute(delete(Aggregate).where(Aggregate.run_id == run_id))
     if rows:
         session.execute(insert(Aggregate), [
@@ -248,11 +249,11 @@ def replace_aggregates(*, session: Session, run_id: int, rows: Sequence[Mapping[
         ])
 
 
-_COMPARISON_FIELDS = ("metric", "slice", "kind", "n", "value_a", "value_b", "delta", "ci_low", "ci_high",
-                      "p_value", "p_holm", "wins", "ties", "losses", "method")
+_COMPARISON_FIELDS = tuple(ComparisonRecord.__annotations__)
 
 
-def replace_comparisons(*, session: Session, run_a_id: int, run_b_id: int, rows: Sequence[Mapping[str, Any]]) -> None:
+def replace_comparisons(*, session: Session, run_a_id: int, run_b_id: int,
+                        rows: Sequence[ComparisonRecord]) -> None:
     """Replace the stored comparison of candidate A with baseline B."""
     session.execute(delete(Comparison).where(Comparison.run_a_id == run_a_id, Comparison.run_b_id == run_b_id))
     if rows:

@@ -209,8 +209,8 @@ def resume_config(ref: str, *, db_url: Optional[str], file: Optional[str] = None
 # ---------------------------------------------------------------- the run
 
 
-def _example_dict(e: Example) -> dict[str, Any]:
-    return dataclasses.asdict(e)
+def _example_dict(e: Example) -> db.ExampleRecord:
+    return db.ExampleRecord(**dataclasses.asdict(e))
 
 
 def _has_reference(e: Example) -> bool:
@@ -268,13 +268,13 @@ class _Evaluation:
             for e, g, lp in zip(exs, gens, ref_lps)
         ]
         values = score_samples(samples, metrics=self.metrics)
-        rows = []
+        rows: list[db.ResultRecord] = []
         for eid, g, s, v in zip(ids, gens, samples, values):
             if not g.count_known:  # stored outputs without a token count: 0 would be a false value
                 v.pop("output_tokens", None)
             mask = failure_mask(s)
             nll = reference_nll(s)
-            rows.append(dict(
+            rows.append(db.ResultRecord(
                 example_id=eid, output=g.text, output_tokens=g.n_tokens, prompt_tokens=g.prompt_tokens,
                 finish_reason=g.finish_reason, failures=mask, latency_ms=g.latency_s * 1000.0,
                 logprobs=list(g.logprobs), tokens=list(g.tokens), error=g.error, metrics=v,
@@ -358,7 +358,7 @@ def _start_run(*, sf, config: RunConfig, ident, dataset_id: int, ids: list[int],
                 n_rows=data.n_rows, n_examples=len(ids), n_rejected=len(data.rejected), **lease.fields(),
             )
             db.add_rejected(session=session, run_id=run_id,
-                            rows=[dataclasses.asdict(r) for r in data.rejected])
+                            rows=[db.RejectedRecord(**dataclasses.asdict(r)) for r in data.rejected])
             done: set[int] = set()
         else:
             run_id = existing_run
