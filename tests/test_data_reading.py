@@ -371,3 +371,27 @@ def test_the_rouge_stemmer_cache_stems_like_porter():
     memo, plain = _MemoStemmer(), porter.PorterStemmer()
     words = ["running", "runs", "easily", "running", "caresses"]
     assert [memo.stem(w) for w in words] == [plain.stem(w) for w in words]
+
+
+def test_ndjson_is_json_lines(tmp_path):
+    path = tmp_path / "chats.NDJSON"
+    path.write_text(json.dumps(row(0)) + "\n" + json.dumps(row(1)) + "\n", encoding="utf-8")
+    assert [e.reference for e in load_examples(str(path)).examples] == ["a0", "a1"]
+
+
+def test_a_rejected_json_line_is_reported_exactly_as_written(tmp_path):
+    """Only the line ending goes; trailing spaces, tabs and letters are part of what the user wrote."""
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(json.dumps(row(0)).encode() + b"\r\n" + b'{"messages": XX \t\r\n' + b'{"oops": 1}  X\n')
+    res = load_examples(str(path))
+    assert [r.raw for r in res.rejected] == ['{"messages": XX \t', '{"oops": 1}  X']
+
+
+def test_concatenated_json_objects_in_a_json_file_are_read_as_lines(tmp_path):
+    """A .json file whose first object is followed by more text is JSON Lines with the wrong extension,
+    even when its objects span lines: each line is then a row, and a line that is not one is reported."""
+    path = tmp_path / "d.json"
+    path.write_text('{\n"messages": []\n}\n' + json.dumps(row(1)) + "\n", encoding="utf-8")
+    res = load_examples(str(path))
+    assert [e.row_index for e in res.examples] == [3]
+    assert [r.raw for r in res.rejected] == ["{", '"messages": []', "}"]

@@ -141,6 +141,47 @@ def test_compare_runs_pairs_examples_and_respects_direction(seeded):
     assert ("chrf", "category=shipping", "corpus") in by and ("bleu", "tag=hard", "mean") in by
 
 
+def _two_runs_with(sf, values_a, values_b, higher_is_better):
+    """Two runs over len(values_a) examples, each result carrying the given {metric: value} maps."""
+    with sf.begin() as s:
+        ds = db.get_or_create_dataset(session=s, name="plugin.jsonl", split="")
+        ids = db.upsert_examples(session=s, dataset_id=ds, examples=[
+            dict(key=f"k{i}", row_index=i, messages=[{"role": "user", "content": f"q{i}"}], reference=f"r{i}")
+            for i in range(len(values_a))])
+        runs = []
+        for name, values in (("a", values_a), ("b", values_b)):
+            run = db.create_run(session=s, name=name, model="m", backend="transformers", dataset_id=ds)
+            db.insert_results(session=s, run_id=run, higher_is_better=higher_is_better, results=[
+                dict(example_id=ids[f"k{i}"], output="o", output_tokens=1, finish_reason="stop", metrics=v)
+                for i, v in enumerate(values)])
+            runs.append(run)
+    return runs
+
+
+def test_compare_runs_takes_a_metrics_direction_from_the_store_and_names_both_runs(engine):
+    """A metric no code registers (an imported or plug-in score) keeps the direction the store recorded:
+    here lower is better, so A's smaller values are its wins."""
+    sf = db.session_factory(engine)
+    a_vals = [{"house_loss": 1.0 + i % 3} for i in range(12)]
+    b_vals = [{"house_loss": 2.0 + i % 3 + (i % 4 == 0) * -2.5} for i in range(12)]
+    run_a, run_b = _two_runs_with(sf, a_vals, b_vals, {"house_loss": False})
+    rows = compare_runs(session_factory=sf, run_a_id=run_a, run_b_id=run_b)
+    row = next(r for r in rows if (r["metric"], r["slice"], r["kind"]) == ("house_loss", "", "mean"))
+    pairs = [(x["house_loss"], y["house_loss"]) for x, y in zip(a_vals, b_vals)]
+    assert (row["wins"], row["losses"]) == (sum(x < y for x, y in pairs), sum(x > y for x, y in pairs)) == (9, 3)
+    assert all((r["run_a_id"], r["run_b_id"]) == (run_a, run_b) for r in rows)
+
+
+def test_comparing_runs_with_no_values_in_common_warns_and_stores_nothing(engine, caplog):
+    sf = db.session_factory(engine)
+    run_a, run_b = _two_runs_with(sf, [{"m1": 1.0}] * 3, [{"m2": 1.0}] * 3, {"m1": True, "m2": True})
+    with caplog.at_level("WARNING", logger="evaluator.scoring._compare"):
+        assert compare_runs(session_factory=sf, run_a_id=run_a, run_b_id=run_b) == []
+    assert f"runs {run_a} and {run_b} have no examples with metric values in common" in caplog.text
+    with sf() as s:
+        assert db.stored_comparisons(session=s, run_a_id=run_a, run_b_id=run_b) == []
+
+
 def test_stored_p_holm_is_holms_adjustment_of_each_slices_p_values(seeded):
     """Within a slice, every (metric, kind) row is one hypothesis of the family Holm adjusts over."""
     from evaluator.scoring import holm

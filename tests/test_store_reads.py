@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 
 import db
+from db._query_runs import RUN_COLUMNS
 
 T0 = dt.datetime(2026, 3, 1, 9, 0)
 
@@ -361,3 +362,58 @@ def test_result_detail_holds_every_field_of_its_own_run(store):
     assert logprobs == pytest.approx([-0.5, -0.25, -1.0])
     assert other["output"] == "older answer" and other["run_id"] == ids["older"]
     assert (bare["tags"], bare["metadata"], bare["failures"], bare["conversation_id"]) == ([], {}, [], None)
+
+
+def test_a_run_name_finds_the_newest_run_of_that_name_by_date_then_id(store):
+    sf, ids = store
+    with sf.begin() as s:
+        again = [db.create_run(session=s, name="v3", model="m", backend="transformers", dataset_id=ids["ds"])
+                 for _ in range(3)]
+        db.update_run(session=s, run_id=again[0], created_at=T0 + dt.timedelta(days=5))  # the first id, newest
+        db.update_run(session=s, run_id=again[1], created_at=T0)
+        db.update_run(session=s, run_id=again[2], created_at=T0)
+        tied = [db.create_run(session=s, name="tie", model="m", backend="transformers", dataset_id=ids["ds"])
+                for _ in range(2)]
+        for run in tied:
+            db.update_run(session=s, run_id=run, created_at=T0)
+    with sf() as s:
+        assert db.find_run(session=s, ref="v3") == again[0]
+        assert db.find_run(session=s, ref=" tie ") == tied[1]  # same date: the later id
+        assert db.find_run(session=s, ref=str(ids["older"])) == ids["older"]
+        with pytest.raises(db.StoreError) as e:
+            db.find_run(session=s, ref="v4")
+    assert str(e.value) == "no run 'v4' in this store: 'python -m evaluator runs' lists them"
+
+
+def test_get_run_has_every_column_its_dataset_and_the_status_as_read(store):
+    sf, ids = store
+    with sf.begin() as s:
+        db.update_run(session=s, run_id=ids["third"], status="finished")
+    with sf() as s:
+        run = db.get_run(session=s, run_id=ids["third"])
+        assert db.get_run(session=s, run_id=9999) is None
+    assert set(run) == {*RUN_COLUMNS, "status_text", "dataset", "split"}
+    assert (run["name"], run["status"], run["status_text"], run["dataset"], run["split"]) == (
+        "third", "finished", "finished", "other.jsonl", "test")
+
+
+def test_failure_counts_are_per_run_when_several_runs_failed(store):
+    sf, ids = store
+    with sf.begin() as s:
+        extra = db.upsert_examples(session=s, dataset_id=ids["ds"], examples=[
+            dict(key=f"f{i}", row_index=10 + i, messages=[{"role": "user", "content": "q"}]) for i in range(3)])
+        db.insert_results(session=s, run_id=ids["older"], results=[
+            dict(example_id=extra[f"f{i}"], output="", output_tokens=0, finish_reason="error") for i in range(3)])
+    with sf() as s:
+        runs = {r["id"]: r for r in db.list_runs(session=s)}
+    assert [(runs[ids[k]]["n_results"], runs[ids[k]]["n_failed"]) for k in ("newer", "older", "third")] == [
+        (4, 1), (7, 3), (1, 0)]
+
+
+def test_an_examples_history_stays_in_its_dataset_when_another_has_the_same_key(store):
+    sf, ids = store
+    with sf() as s:
+        here = db.example_history(session=s, dataset_id=ids["ds"], key="k0")
+        there = db.example_history(session=s, dataset_id=ids["other"], key="k0")
+    assert [h["run_name"] for h in here] == ["older", "newer"]
+    assert [(h["run_name"], h["finish_reason"], h["metrics"]) for h in there] == [("third", "length", {"chrf": 55.0})]

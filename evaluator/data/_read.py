@@ -132,9 +132,8 @@ def _iter_json(path: Path, split: str) -> Iterator[RawRow]:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            first = stripped.split("\n", 1)[0]
-            if exc.msg == "Extra data" or _is_json_object(first):
-                return _iter_jsonl(path)  # JSON Lines saved with a .json extension
+            if exc.msg == "Extra data":  # a whole object, then more: JSON Lines saved with a .json extension
+                return _iter_jsonl(path)
             raise DataError(
                 f"'{path}' is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); fix it, "
                 "or store one row per line as .jsonl so that bad rows are reported one by one"
@@ -143,13 +142,6 @@ def _iter_json(path: Path, split: str) -> Iterator[RawRow]:
             raise DataError(f"'{path}' is not valid UTF-8; re-encode it as UTF-8")
         return _iter_values(_rows_in_object(obj, path, split))
     raise DataError(f"'{path}' does not hold a JSON list of rows (it starts with {stripped[0]!r})")
-
-
-def _is_json_object(text: str) -> bool:
-    try:
-        return isinstance(json.loads(text), dict)
-    except json.JSONDecodeError:
-        return False
 
 
 def _rows_in_object(obj: dict, path: Path, split: str) -> list:
