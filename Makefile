@@ -27,7 +27,7 @@ bench: setup
 screenshots:
 	bash scripts/setup.sh --tests
 	HF_HUB_OFFLINE=1 ARTIFACTS_DIR=$(CURDIR)/artifacts .venv/bin/python -m pytest -q -p no:cacheprovider \
-		tests/test_demo_e2e.py -k chromium
+		tests/e2e/test_demo.py -k chromium
 	cp artifacts/demo/*.png docs/screenshots/
 
 # Mutation testing of the core (statistics, metrics, perplexity, dataset reading, resume, store queries):

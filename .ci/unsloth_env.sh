@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv-unsloth: a separate virtual environment with Unsloth, used only by
-# tests/test_unsloth_backend.py (run with that venv's python by .ci/run).
+# tests/evaluator/test_unsloth_backend.py (run with that venv's python by .ci/run).
 #
 #   bash .ci/unsloth_env.sh            # creates/refreshes ./.venv-unsloth
 #   UNSLOTH_VENV=/path bash .ci/unsloth_env.sh

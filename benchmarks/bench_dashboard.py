@@ -150,7 +150,7 @@ def main() -> None:
     if args.db:
         url = db.resolve_url(args.db)
     else:
-        from tests.dashboard_seed import seed_store
+        from tests.support.dashboard_seed import seed_store
 
         tmp = tempfile.TemporaryDirectory()
         url = f"sqlite:///{Path(tmp.name) / 'dashboard_bench.sqlite'}"

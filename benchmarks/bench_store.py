@@ -33,7 +33,7 @@ import pandas as pd
 from sqlalchemy import select
 
 import db
-from db._models import utcnow
+from db import utcnow
 
 METRICS = ["bleu", "chrf", "rouge1", "rouge2", "rougeL", "token_f1", "confidence", "perplexity"]
 CATEGORIES = ["support", "smalltalk", "math", "facts", "coding"]

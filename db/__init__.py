@@ -1,294 +1,87 @@
-"""The result store: schema, connection, and every query. Imports neither evaluator nor dashboard."""
-from db._columns import (
-    delta_summary,
-    join_runs,
-    metric_column,
-    paired_metric,
-    refresh_metric_columns,
-)
-from db._engine import (
-    DEFAULT_URL,
-    ENV_VAR,
-    StoreError,
-    check_schema,
-    current_revision,
-    head_revision,
-    make_engine,
-    open_store,
-    open_store_readonly,
-    resolve_url,
-    session_factory,
-    upgrade,
-)
-from db._errors import UserError
-from db._lease import (
-    LEASE_ENV,
-    acquire_run,
-    lease_seconds,
-    release_run,
-    renew_runs,
-    status_text,
-    writer_gone,
-)
-from db._models import (
-    Aggregate,
-    Annotation,
-    Base,
-    Comparison,
-    Dataset,
-    ExampleRow,
-    Metric,
-    MetricColumn,
-    MetricValue,
-    RejectedRow,
-    Result,
-    Run,
-    SavedView,
-)
-from db._query import (
-    SORT_COLUMNS,
-    MetricRange,
-    ResultPage,
-    ResultQuery,
-    count_results,
-    dataset_of_run,
-    example_history,
-    iter_results,
-    metric_values,
-    metrics_for_results,
-    page_results,
-    result_detail,
-    run_categories,
-    run_metric_names,
-    selected_example_ids,
-)
-from db._query_dashboard import (
-    COMPARE_ORDERS,
-    Box,
-    annotations_of,
-    compare_examples,
-    delta_by_slice,
-    list_datasets,
-    metric_bounds,
-    metric_info,
-    paired_grid,
-    run_index,
-)
-from db._query_errors import (
-    DEFAULT_LENGTH_EDGES,
-    LENGTH_MEASURES,
-    failure_summary,
-    length_sample,
-    metric_by_length,
-    metric_disagreements,
-    metric_histograms,
-    metric_pair_sample,
-    reliability_bins,
-    verdict_disagreements,
-    verdict_metric_summary,
-)
-from db._query_history import (
-    broken_and_fixed,
-    count_examples,
-    count_flips,
-    dataset_runs,
-    datasets_holding,
-    example_by_key,
-    example_ref,
-    find_examples,
-    flaky_examples,
-    pass_pattern,
-)
-from db._query_review import (
-    QUEUE_LIMIT,
-    decision_log,
-    human_pass_rates,
-    latest_verdicts,
-    queue_example_ids,
-    saved_view,
-    saved_views,
-    verdict_summaries,
-)
-from db._query_runs import (
-    baselines_of,
-    done_example_ids,
-    export_rows,
-    find_run,
-    get_run,
-    list_runs,
-    rejected_rows,
-    run_aggregates,
-    stored_comparisons,
-)
-from db._query_scoring import (
-    comparison_partners,
-    run_metric_values,
-    scoring_inputs,
-    set_reference_nll,
-)
-from db._records import (
-    AggregateRecord,
-    ComparisonRecord,
-    ExampleRecord,
-    MetricInput,
-    RejectedRecord,
-    ResultRecord,
-)
-from db._values import (
-    FAILURE_KINDS,
-    VERDICTS,
-    FailureKind,
-    pack_logprobs,
-    prompt_text,
-    spreadsheet_safe,
-    unpack_logprobs,
-)
-from db._write import (
-    AnnotationError,
-    add_annotation,
-    add_rejected,
-    create_run,
-    get_or_create_dataset,
-    insert_results,
-    metric_ids,
-    replace_aggregates,
-    replace_comparisons,
-    replace_metric_values,
-    save_view,
-    update_run,
-    upsert_examples,
-)
+"""The result store: schema, connection, and every query. Imports neither evaluator nor dashboard.
 
-__all__ = [
-    "AggregateRecord",
-    "ComparisonRecord",
-    "ExampleRecord",
-    "MetricInput",
-    "RejectedRecord",
-    "ResultRecord",
-    "acquire_run",
-    "add_annotation",
-    "add_rejected",
-    "Aggregate",
-    "Annotation",
-    "AnnotationError",
-    "annotations_of",
-    "Base",
-    "baselines_of",
-    "Box",
-    "broken_and_fixed",
-    "check_schema",
-    "compare_examples",
-    "COMPARE_ORDERS",
-    "Comparison",
-    "comparison_partners",
-    "count_examples",
-    "count_flips",
-    "count_results",
-    "create_run",
-    "current_revision",
-    "Dataset",
-    "dataset_of_run",
-    "dataset_runs",
-    "datasets_holding",
-    "decision_log",
-    "DEFAULT_LENGTH_EDGES",
-    "DEFAULT_URL",
-    "delta_by_slice",
-    "delta_summary",
-    "done_example_ids",
-    "ENV_VAR",
-    "example_by_key",
-    "example_history",
-    "example_ref",
-    "ExampleRow",
-    "export_rows",
-    "FAILURE_KINDS",
-    "failure_summary",
-    "FailureKind",
-    "find_examples",
-    "find_run",
-    "flaky_examples",
-    "get_or_create_dataset",
-    "get_run",
-    "head_revision",
-    "human_pass_rates",
-    "insert_results",
-    "iter_results",
-    "join_runs",
-    "latest_verdicts",
-    "LEASE_ENV",
-    "lease_seconds",
-    "LENGTH_MEASURES",
-    "length_sample",
-    "list_datasets",
-    "list_runs",
-    "make_engine",
-    "Metric",
-    "metric_bounds",
-    "metric_by_length",
-    "metric_column",
-    "metric_disagreements",
-    "metric_histograms",
-    "metric_ids",
-    "metric_info",
-    "metric_pair_sample",
-    "metric_values",
-    "MetricColumn",
-    "MetricRange",
-    "metrics_for_results",
-    "MetricValue",
-    "open_store",
-    "open_store_readonly",
-    "pack_logprobs",
-    "page_results",
-    "paired_grid",
-    "paired_metric",
-    "pass_pattern",
-    "prompt_text",
-    "queue_example_ids",
-    "QUEUE_LIMIT",
-    "refresh_metric_columns",
-    "rejected_rows",
-    "RejectedRow",
-    "release_run",
-    "reliability_bins",
-    "renew_runs",
-    "replace_aggregates",
-    "replace_comparisons",
-    "replace_metric_values",
-    "resolve_url",
-    "Result",
-    "result_detail",
-    "ResultPage",
-    "ResultQuery",
-    "Run",
-    "run_aggregates",
-    "run_categories",
-    "run_index",
-    "run_metric_names",
-    "run_metric_values",
-    "save_view",
-    "saved_view",
-    "saved_views",
-    "SavedView",
-    "scoring_inputs",
-    "selected_example_ids",
-    "session_factory",
-    "set_reference_nll",
-    "SORT_COLUMNS",
-    "spreadsheet_safe",
-    "status_text",
-    "stored_comparisons",
-    "StoreError",
-    "unpack_logprobs",
-    "update_run",
-    "upgrade",
-    "upsert_examples",
-    "UserError",
-    "verdict_disagreements",
-    "verdict_metric_summary",
-    "verdict_summaries",
-    "VERDICTS",
-    "writer_gone",
-]
+The names below are loaded on first use (PEP 562): ``import db`` itself is instant, and a program
+that only needs ``db.UserError`` (``python -m evaluator --help``) never imports SQLAlchemy. Each name
+lives in the private module listed with it.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "db._columns": (
+        "delta_summary", "join_runs", "metric_column", "paired_metric", "refresh_metric_columns",
+    ),
+    "db._engine": (
+        "DEFAULT_URL", "ENV_VAR", "StoreError", "check_schema", "current_revision", "head_revision", "make_engine",
+        "open_store", "open_store_readonly", "resolve_url", "session_factory", "upgrade",
+    ),
+    "db._errors": (
+        "UserError",
+    ),
+    "db._lease": (
+        "LEASE_ENV", "acquire_run", "lease_seconds", "release_run", "renew_runs", "status_text", "writer_gone",
+    ),
+    "db._models": (
+        "Aggregate", "Annotation", "Base", "Comparison", "Dataset", "ExampleRow", "Metric", "MetricColumn",
+        "MetricValue", "RejectedRow", "Result", "Run", "SavedView",
+    ),
+    "db._query": (
+        "SORT_COLUMNS", "MetricRange", "ResultPage", "ResultQuery", "count_results", "dataset_of_run",
+        "example_history", "iter_results", "metric_values", "metrics_for_results", "page_results", "result_detail",
+        "run_categories", "run_metric_names", "selected_example_ids",
+    ),
+    "db._query_dashboard": (
+        "COMPARE_ORDERS", "Box", "annotations_of", "compare_examples", "delta_by_slice", "list_datasets",
+        "metric_bounds", "metric_info", "paired_grid", "run_index",
+    ),
+    "db._query_errors": (
+        "DEFAULT_LENGTH_EDGES", "LENGTH_MEASURES", "failure_summary", "length_sample", "metric_by_length",
+        "metric_disagreements", "metric_histograms", "metric_pair_sample", "reliability_bins",
+        "verdict_disagreements", "verdict_metric_summary",
+    ),
+    "db._query_history": (
+        "broken_and_fixed", "count_examples", "count_flips", "dataset_runs", "datasets_holding", "example_by_key",
+        "example_ref", "find_examples", "flaky_examples", "pass_pattern",
+    ),
+    "db._query_review": (
+        "QUEUE_LIMIT", "decision_log", "human_pass_rates", "latest_verdicts", "queue_example_ids", "saved_view",
+        "saved_views", "verdict_summaries",
+    ),
+    "db._query_runs": (
+        "baselines_of", "done_example_ids", "export_rows", "find_run", "get_run", "list_runs", "rejected_rows",
+        "run_aggregates", "stored_comparisons",
+    ),
+    "db._query_scoring": (
+        "comparison_partners", "run_metric_values", "scoring_inputs", "set_reference_nll",
+    ),
+    "db._records": (
+        "AggregateRecord", "ComparisonRecord", "ExampleRecord", "MetricInput", "RejectedRecord", "ResultRecord",
+    ),
+    "db._values": (
+        "FAILURE_KINDS", "VERDICTS", "FailureKind", "pack_logprobs", "prompt_text", "spreadsheet_safe",
+        "unpack_logprobs", "utcnow",
+    ),
+    "db._write": (
+        "AnnotationError", "add_annotation", "add_rejected", "create_run", "get_or_create_dataset",
+        "insert_results", "metric_ids", "replace_aggregates", "replace_comparisons", "replace_metric_values",
+        "save_view", "update_run", "upsert_examples",
+    ),
+}
+_HOME = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'db' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+

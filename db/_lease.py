@@ -20,7 +20,8 @@ from typing import Any, Iterable, Optional
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from db._models import Run, utcnow
+from db._models import Run
+from db._values import utcnow
 
 LEASE_ENV = "EVAL_LEASE_S"
 DEFAULT_LEASE_S = 120.0

@@ -1,9 +1,15 @@
 """Small value vocabularies shared by the writer (evaluator) and the reader (dashboard)."""
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from array import array
 from typing import Any, Iterable, Optional, Sequence
+
+
+def utcnow() -> dt.datetime:
+    """The store's clock: naive UTC (every timestamp column holds UTC without a zone)."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 class FailureKind(enum.IntFlag):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import db
-from db._models import utcnow  # the store's own clock convention (naive UTC)
+from db import utcnow  # the store's own clock convention (naive UTC)
 from evaluator.config import ConfigError
 
 log = logging.getLogger(__name__)

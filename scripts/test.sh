@@ -20,7 +20,7 @@ fi
 unsloth=0
 if [ -x .venv-unsloth/bin/python ]; then
     UNSLOTH_REQUIRED=1 UNSLOTH_SKIP_TORCHVISION_CHECK=1 .venv-unsloth/bin/python -m pytest -q -p no:cacheprovider \
-        tests/test_unsloth_backend.py
+        tests/evaluator/test_unsloth_backend.py
     unsloth=$?
 else
     echo "test.sh: no .venv-unsloth (run 'bash scripts/setup.sh --tests'): the Unsloth backend test did not run" >&2

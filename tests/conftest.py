@@ -59,7 +59,7 @@ def engine(store_url):
 # scripts/test.sh), because importing unsloth patches transformers for the whole process.
 # In an environment without unsloth it is not collected at all rather than skipped.
 
-collect_ignore = [] if _ilu.find_spec("unsloth") else ["test_unsloth_backend.py"]
+collect_ignore = [] if _ilu.find_spec("unsloth") else ["evaluator/test_unsloth_backend.py"]
 
 
 # ------------------------------------------------------------------ PostgreSQL

@@ -29,7 +29,7 @@ def encode_chat(tokenizer, messages: list[dict], max_len: int) -> tuple[list[int
     The template renders a prefix of the conversation as a prefix of the whole, so the tokens of
     assistant turn ``i`` are those between ``render(messages[:i], generation prompt)`` and
     ``render(messages[:i+1])``; the tokenizer runs once per boundary (special tokens split the text,
-    so the pieces tokenize as the whole does; ``tests/test_demo_models.py`` checks it).
+    so the pieces tokenize as the whole does; ``tests/evaluator/test_demo_models.py`` checks it).
     """
 
     def n_tokens(msgs: list[dict], prompt: bool) -> int:

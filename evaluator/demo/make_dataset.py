@@ -2,7 +2,7 @@
 
 Run once with ``python -m evaluator.demo.make_dataset``; the output is committed next to this script,
 and re-running it rewrites the same bytes (a seeded ``random.Random``, no set iteration, no clock).
-``tests/test_demo_data.py`` checks both.
+``tests/evaluator/test_demo_data.py`` checks both.
 
 Five kinds of conversation, each a ``category``, written so that a tiny model trained for a few
 minutes on a CPU learns some of them and not others:

@@ -15,6 +15,7 @@ import logging
 import math
 from typing import Any, Mapping, Optional, Sequence
 
+import db
 from evaluator.scoring._catalogue import builtin_metrics, get_spec
 from evaluator.scoring._registry import MetricSpec
 from evaluator.scoring._stats import (
@@ -106,8 +107,6 @@ def finalize_run(*, session_factory, run_id: int, workers: Optional[int] = None)
     Also rewrites the run's metric columns (``db.refresh_metric_columns``), the store's packed copy of
     its metric values, so that re-scoring keeps them in step.
     """
-    import db  # here: worker processes import the scoring package, and the store would cost each 0.4 s
-
     with session_factory() as session:
         samples = stored_samples(db.scoring_inputs(session=session, run_id=run_id))
         values = db.run_metric_values(session=session, run_id=run_id)

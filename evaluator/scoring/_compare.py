@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional, Sequence
 
+import db
 from evaluator.scoring._aggregate import Values, _finite, ordered_metrics
 from evaluator.scoring._catalogue import get_spec
 from evaluator.scoring._stats import (
@@ -122,8 +123,6 @@ def _run_stats(spec, samples: Sequence[StoredSample], workers: Optional[int]):
 
 def compare_runs(*, session_factory, run_a_id: int, run_b_id: int, workers: Optional[int] = None) -> list[dict]:
     """Compute, store (replacing) and return the comparison of candidate A with baseline B."""
-    import db  # here: worker processes import the scoring package, and the store would cost each 0.4 s
-
     with session_factory() as session:
         samples_a = stored_samples(db.scoring_inputs(session=session, run_id=run_a_id))
         samples_b = stored_samples(db.scoring_inputs(session=session, run_id=run_b_id))

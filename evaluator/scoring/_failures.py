@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from db import FailureKind
 from evaluator.types import Sample
 
 MIN_COPIES = 3
@@ -47,8 +48,6 @@ def repetition_period(text: str) -> Optional[int]:
 
 def failure_mask(sample: Sample) -> int:
     """The ``db.FailureKind`` bits that apply to this sample (0 for a clean answer)."""
-    from db import FailureKind  # here: worker processes import the scoring package, and the store would cost each 0.4 s
-
     mask = 0
     output = sample.output or ""
     if not output.strip():

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from db import FailureKind
 from evaluator.scoring._registry import MetricSpec
 from evaluator.scoring._score import _pool
 from evaluator.types import Sample, reference_of
@@ -34,8 +35,6 @@ class StoredSample(Sample):
 
 def stored_samples(rows: Sequence[Mapping[str, Any]]) -> list[StoredSample]:
     """Rows of ``db.scoring_inputs`` as samples."""
-    from db import FailureKind  # here: worker processes import the scoring package, and the store would cost each 0.4 s
-
     out = []
     for r in rows:
         failures = int(r.get("failures") or 0)

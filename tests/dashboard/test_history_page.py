@@ -1,0 +1,69 @@
+"""The example-history page under AppTest: one example's versions, broken/fixed, flaky, hostile text."""
+from __future__ import annotations
+
+from tests.store.test_history_queries import SCORES
+from tests.support.dashboard_seed import HOSTILE, seed_store
+from tests.support.review_data import RunSpec, make_store, markdown_texts, open_page, shown_texts
+
+
+def _hand(store_url):
+    runs = [RunSpec(name, metrics={"score": vals}) for name, vals in SCORES.items()]
+    return make_store(store_url, runs, n_examples=7, higher_is_better={"score": True})
+
+
+def test_history_of_one_flaky_example_with_broken_fixed_and_flaky_lists(monkeypatch, store_url):
+    ids = _hand(store_url)
+    at = open_page(monkeypatch, store_url, "history", dataset=ids["dataset_id"], key="key001", metric="score",
+                   thr="0.5")
+    assert not at.exception
+    assert any("Flaky" in w.value and "3 times over 4 versions" in w.value for w in at.warning)
+    frames = [df.value for df in at.dataframe]
+    table = next(f for f in frames if "result" in f.columns)
+    assert list(table["run"]) == ["v1", "v2", "v3", "v4"] and list(table["result"]) == ["pass", "fail", "pass", "fail"]
+    metrics = {m.label: m.value for m in at.metric}
+    # default comparison: the last two versions, v3 -> v4 (example 1 breaks, example 3 is fixed; 2 is unscored in v4)
+    assert (metrics["Newly broken"], metrics["Newly fixed"]) == ("1", "1")
+    broken, fixed = [f for f in frames if "before" in f.columns]  # the Broken tab, then the Fixed tab
+    assert list(broken["key"]) == ["key001"] and list(fixed["key"]) == ["key003"]
+    flaky = next(f for f in frames if "pattern" in f.columns)
+    assert list(flaky["pattern"]) == ["PFPF", "FPF.", "P.FP", "PFPP"]
+    assert all(link.startswith("history?") and "key=key" in link for link in flaky["history"])
+
+
+def test_choosing_versions_and_threshold_from_the_link(monkeypatch, store_url):
+    ids = _hand(store_url)
+    runs = ids["runs"]
+    at = open_page(monkeypatch, store_url, "history", dataset=ids["dataset_id"], metric="score", thr="0.35",
+                   a=runs["v1"], b=runs["v2"])
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["Examples both scored"], metrics["Newly broken"], metrics["Newly fixed"]) == ("6", "2", "1")
+    assert at.query_params["a"] == str(runs["v1"]) and at.query_params["thr"] == "0.35"
+
+
+def test_an_example_id_from_the_browser_opens_its_history(monkeypatch, store_url):
+    ids = _hand(store_url)
+    at = open_page(monkeypatch, store_url, "history", example=ids["example_ids"][4])
+    assert not at.exception
+    assert at.selectbox(key="history_key").value == "key004"
+    assert at.query_params["key"] == "key004"
+
+
+def test_history_shows_outputs_literally(monkeypatch, store_url):
+    out = seed_store(store_url, n_examples=40, versions=3)
+    import db
+
+    with db.session_factory(db.make_engine(store_url))() as s:
+        key = db.example_ref(session=s, example_id=out["hostile_example_ids"][0])["key"]
+    at = open_page(monkeypatch, store_url, "history", dataset=out["dataset_id"], key=key)
+    assert not at.exception
+    shown = "\n".join(shown_texts(at))
+    assert HOSTILE[0] in shown
+    for text in markdown_texts(at):
+        assert not any(h in text for h in HOSTILE)
+    assert at.selectbox(key="history_family").value == "acme-chat"  # the family with the most runs
+
+
+def test_history_page_without_runs_says_so(monkeypatch, store_url):
+    at = open_page(monkeypatch, store_url, "history")
+    assert not at.exception and any("no runs" in i.value for i in at.info)

@@ -1,0 +1,95 @@
+"""The Unsloth backend with the real unsloth package (CPU fallback here, CUDA on a GPU machine).
+
+Runs in the separate venv made by ``.ci/unsloth_env.sh`` (``.venv-unsloth/bin/python -m pytest
+tests/evaluator/test_unsloth_backend.py``): unsloth patches transformers on import, so it is kept out of the
+main venv. Elsewhere this module skips.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import pytest
+
+os.environ.setdefault("UNSLOTH_SKIP_TORCHVISION_CHECK", "1")  # pip's torchvision may not match the CPU torch
+
+if importlib.util.find_spec("unsloth") is None:
+    pytest.skip("unsloth is not installed in this environment; run this module with .venv-unsloth "
+                "(bash .ci/unsloth_env.sh)", allow_module_level=True)
+
+if "transformers" in sys.modules:  # pragma: no cover - depends on what pytest imported first
+    print("warning: transformers was imported before unsloth in this process", file=sys.stderr)
+try:
+    import unsloth  # noqa: F401  (before transformers: it patches it)
+    from unsloth import FastLanguageModel  # noqa: F401  (a broken install fails here, visibly)
+except Exception as exc:  # pragma: no cover - a broken install must be visible, not a silent skip
+    if os.environ.get("CI") and os.environ.get("UNSLOTH_REQUIRED"):
+        raise
+    pytest.skip(f"unsloth is installed but cannot be imported: {type(exc).__name__}: {exc}", allow_module_level=True)
+
+from evaluator.models import choose_backend, load_backend
+from evaluator.types import GenerationSettings
+from tests.support.runner import make_lora_adapter, make_varied_model
+
+CONVS = [[{"role": "user", "content": "Hello there. " * (1 + i) + "What is 3 plus 4?"}] for i in range(5)]
+
+
+@pytest.fixture(scope="module")
+def varied_dir(tiny_model_dir, tmp_path_factory):
+    return make_varied_model(tiny_model_dir, tmp_path_factory.mktemp("varied"))
+
+
+@pytest.fixture(scope="module")
+def backend(varied_dir):
+    b = load_backend(str(varied_dir), backend="unsloth", batch_size=5)
+    yield b
+    b.close()
+
+
+def test_unsloth_backend_loads_with_fast_language_model(backend):
+    info = backend.info()
+    assert info["backend"] == "unsloth" and info["unsloth_version"]
+    assert len(info["chat_template_sha256"]) == 64
+
+
+def test_unsloth_backend_generates_with_token_logprobs(backend):
+    gens = backend.generate(CONVS, GenerationSettings(max_new_tokens=8), progress=False)
+    assert len(gens) == len(CONVS)
+    for g in gens:
+        assert g.finish_reason in ("stop", "length")
+        assert len(g.token_ids) == len(g.logprobs) == len(g.tokens) <= 8
+        assert all(lp <= 0 for lp in g.logprobs)
+    assert len({tuple(g.token_ids) for g in gens}) > 1
+
+
+def test_unsloth_greedy_outputs_do_not_depend_on_batch_size(backend):
+    backend.batch_size = 1
+    one = backend.generate(CONVS, GenerationSettings(max_new_tokens=8), progress=False)
+    backend.batch_size = 5
+    five = backend.generate(CONVS, GenerationSettings(max_new_tokens=8), progress=False)
+    assert [g.token_ids for g in one] == [g.token_ids for g in five]
+
+
+def test_unsloth_backend_scores_references(backend):
+    lps = backend.reference_logprobs(CONVS[:2], ["The answer is 7.", "Sure."])
+    assert [len(x) > 0 for x in lps] == [True, True]
+    assert all(v <= 0 for x in lps for v in x)
+
+
+def test_unsloth_loads_a_peft_adapter_dir(tiny_model_dir, tmp_path):
+    adapter = make_lora_adapter(tiny_model_dir, tmp_path / "lora", with_tokenizer=True)
+    b = load_backend(str(adapter), backend="unsloth", batch_size=2)
+    try:
+        assert b.info()["adapter"] == str(adapter)
+        gens = b.generate(CONVS[:2], GenerationSettings(max_new_tokens=4), progress=False)
+        assert all(len(g.token_ids) == len(g.logprobs) for g in gens)
+    finally:
+        b.close()
+
+
+def test_auto_uses_unsloth_only_with_cuda():
+    import torch
+
+    assert choose_backend("unsloth") == "unsloth"
+    assert choose_backend("auto") == ("unsloth" if torch.cuda.is_available() else "transformers")
