@@ -14,6 +14,8 @@ HYPS = ["The cat sat on the mat.", "Paris is the capital.", "", "It is 42.", "Cl
         "A long answer " * 20]
 HYPS_B = ["A cat sat on a mat.", "The capital is Paris.", "Nothing", "42", "Use the link we sent.", "Hello world",
           "the", "Your parcel is late.", "東京", "A long reply " * 15]
+# A baseline close to HYPS (two answers differ), so the paired test's p-value is not at its floor of 1/1001.
+HYPS_C = [*HYPS[:1], "Paris is the capital city.", *HYPS[2:3], "It is 41.", *HYPS[4:]]
 REFS = ["The cat is on the mat.", "Paris is the capital of France.", "Something.", "The answer is 42.",
         "Click the reset link in the email.", "Hello everyone", "the cat", "Sorry, the parcel ships today.",
         "東京は日本の首都です。", "A long answer " * 18]
@@ -81,21 +83,58 @@ def test_corpus_bleu_and_chrf_from_statistics_equal_sacrebleu():
     assert chrf == sacrebleu.corpus_chrf(HYPS, [REFS]).score
 
 
+@pytest.mark.parametrize("baseline", ["far", "close"])
 @pytest.mark.parametrize("corpus,metric_cls", [(CORPUS_BLEU, "BLEU"), (CORPUS_CHRF, "CHRF")])
-def test_paired_corpus_test_reproduces_sacrebleu_paired_bootstrap(corpus, metric_cls):
+def test_paired_corpus_test_reproduces_sacrebleu_paired_bootstrap(corpus, metric_cls, baseline):
     import sacrebleu.metrics
     from sacrebleu.significance import PairedTest
 
+    hyps_b = HYPS_B if baseline == "far" else HYPS_C
     metric = getattr(sacrebleu.metrics, metric_cls)()
-    _, scores = PairedTest([("baseline", HYPS_B), ("candidate", HYPS)], {metric_cls: metric}, [REFS],
+    _, scores = PairedTest([("baseline", hyps_b), ("candidate", HYPS)], {metric_cls: metric}, [REFS],
                            test_type="bs", n_samples=1000)()
     (name,) = [k for k in scores if k != "System"]
     expected = scores[name][1]
-    ours = paired_corpus_test(corpus.stats(_samples(HYPS)), corpus.stats(_samples(HYPS_B)), corpus.score,
+    ours = paired_corpus_test(corpus.stats(_samples(HYPS)), corpus.stats(_samples(hyps_b)), corpus.score,
                               dtype=corpus.bootstrap_dtype)
     assert ours["value_a"] == pytest.approx(expected.score)
+    assert ours["value_b"] == pytest.approx(metric.corpus_score(hyps_b, [REFS]).score)
+    assert ours["delta"] == pytest.approx(ours["value_a"] - ours["value_b"])
     assert ours["p_value"] == expected.p_value
     assert ours["ci_low"] <= ours["delta"] <= ours["ci_high"]
+    if baseline == "close":
+        assert 0.05 < ours["p_value"] < 1  # away from the floor, where a wrong statistic would still agree
+
+
+def test_a_paired_corpus_test_on_too_few_examples_has_values_but_no_interval():
+    score = CORPUS_BLEU.score
+    empty = CORPUS_BLEU.stats([])
+    assert paired_corpus_test(empty, empty, score) == dict(value_a=None, value_b=None, delta=None, ci_low=None,
+                                                          ci_high=None, p_value=None)
+    one_a, one_b = CORPUS_BLEU.stats(_samples(HYPS[:1])), CORPUS_BLEU.stats(_samples(HYPS_B[:1]))
+    out = paired_corpus_test(one_a, one_b, score)
+    assert (out["ci_low"], out["ci_high"], out["p_value"]) == (None, None, None)
+    assert out["delta"] == pytest.approx(out["value_a"] - out["value_b"]) and out["value_a"] > out["value_b"]
+    two = paired_corpus_test(CORPUS_BLEU.stats(_samples(HYPS[:2])), CORPUS_BLEU.stats(_samples(HYPS_B[:2])), score)
+    assert two["ci_low"] is not None and two["p_value"] is not None  # two examples can be resampled
+
+
+def test_the_paired_corpus_test_is_the_same_on_every_call():
+    a, b = CORPUS_CHRF.stats(_samples(HYPS)), CORPUS_CHRF.stats(_samples(HYPS_C))
+    assert paired_corpus_test(a, b, CORPUS_CHRF.score) == paired_corpus_test(a, b, CORPUS_CHRF.score)
+
+
+def test_holm_caps_at_one_keeps_the_order_and_skips_gaps():
+    # Sorted, the 5 p-values present are 0.01, 0.02, 0.45, 0.6, 0.7; Holm multiplies them by 5, 4, 3, 2, 1
+    # (0.05, 0.08, 1.35, 1.2, 0.7), caps at 1 and carries the running maximum: 0.05, 0.08, 1, 1, 1.
+    ps = [0.6, None, 0.01, 0.7, 0.02, None, 0.45]
+    assert holm(ps) == [1.0, None, pytest.approx(0.05), 1.0, pytest.approx(0.08), None, 1.0]
+
+
+def test_a_lower_is_better_difference_under_one_is_a_win():
+    assert wins_ties_losses([0.2, 1.5, 3.0], [0.7, 1.5, 2.5], higher_is_better=False) == (1, 1, 1)
+    assert wins_ties_losses([0.2, 1.5, 3.0], [0.7, 1.5, 2.5], higher_is_better=True) == (1, 1, 1)
+    assert wins_ties_losses([0.5], [0.2], higher_is_better=False) == (0, 0, 1)
 
 
 @pytest.mark.parametrize("corpus,metric_cls", [(CORPUS_BLEU, "BLEU"), (CORPUS_CHRF, "CHRF")])
@@ -250,3 +289,23 @@ def test_corpus_ci_sums_in_the_dtype_it_is_given():
     got = corpus_ci(rows, score, n_resamples=200, seed=1, dtype="float32")
     assert got[1:] == _percentile_ci(rows, score, n_resamples=200, seed=1, confidence=0.95, dtype="float32")
     assert got[1:] != corpus_ci(rows, score, n_resamples=200, seed=1, dtype="float64")[1:]
+
+
+def test_a_mean_difference_of_exactly_one_still_gets_its_p_value():
+    a = [2.0, 3.5, 4.0, 5.0, 6.5, 7.0, 8.0, 9.0]
+    d = [1.0, 0.5, 1.5, 1.0, 0.5, 1.5, 1.0, 1.0]  # mean exactly 1, never 0: A is clearly better
+    out = paired_mean_test(a, [x - y for x, y in zip(a, d)])
+    assert out["delta"] == 1.0 and out["p_value"] == pytest.approx(1 / 1001)
+
+
+def test_the_p_value_counts_resampled_means_at_least_as_far_out_as_the_observed_one():
+    """Two-sided: a resampled mean counts when it lies as far from the observed difference as the observed
+    difference lies from 0, ties included. With d in {0, 1} ties are common (a resample of all zeros)."""
+    from evaluator.scoring._stats import N_RESAMPLES, SEED
+
+    d = np.array([0.0, 0.0, 0.0, 1.0])
+    means = bootstrap_means(d, n_resamples=N_RESAMPLES, seed=SEED)
+    ties = int(np.count_nonzero(np.abs(means - 0.25) == 0.25))
+    assert ties > 100  # the case this test is about happens
+    out = paired_mean_test(d, np.zeros(4))
+    assert out["p_value"] == (1 + int(np.count_nonzero(np.abs(means - 0.25) >= 0.25))) / (N_RESAMPLES + 1)
