@@ -94,3 +94,26 @@ def test_a_corpus_metric_nobody_can_enter_does_not_hide_the_next_one(zz_corpus):
         s.reference = None  # bleu and perplexity need a reference; the plug-in does not
     rows = comparison_rows(a, _values(a, 0), b, _values(b, 1))
     assert {r["metric"] for r in rows if r["kind"] == "corpus"} == {"zz_corpus"}
+
+
+def test_a_corpus_row_is_sacrebleus_paired_bootstrap_with_its_interval():
+    """The overall BLEU row of A against B: sacrebleu's corpus scores and paired-bootstrap p-value (its own
+    float32 resampling), and an interval around the difference."""
+    import sacrebleu.metrics
+    from sacrebleu.significance import PairedTest
+
+    a, b = _samples(0), _samples(1)
+    hyps_a, hyps_b, refs = [s.output for s in a], [s.output for s in b], [s.reference for s in a]
+    row = next(r for r in comparison_rows(a, _values(a, 0), b, _values(b, 1))
+               if (r["metric"], r["slice"], r["kind"]) == ("bleu", "", "corpus"))
+    _, scores = PairedTest([("baseline", hyps_b), ("candidate", hyps_a)], {"BLEU": sacrebleu.metrics.BLEU()},
+                           [refs], test_type="bs", n_samples=1000)()
+    (name,) = [k for k in scores if k != "System"]
+    expected = scores[name][1]  # [0] is the baseline
+    assert row["value_a"] == pytest.approx(expected.score)
+    assert row["value_b"] == pytest.approx(sacrebleu.corpus_bleu(hyps_b, [refs]).score)
+    assert row["p_value"] == expected.p_value
+    # Here every resample gives nearly the same difference, so the interval is the difference itself, up
+    # to the float32 sums sacrebleu resamples with (a relative 1e-6 covers them; measured: 5e-9).
+    assert row["ci_low"] is not None and row["ci_high"] is not None and row["ci_low"] <= row["ci_high"]
+    assert row["ci_low"] <= row["delta"] * (1 + 1e-6) and row["delta"] <= row["ci_high"] * (1 + 1e-6)

@@ -26,7 +26,8 @@ REVIEWERS = ("ann", "bob")
 
 
 def _seed(engine) -> dict:
-    """Two runs of one dataset. Run A has every example; run B lacks every fifth."""
+    """Two runs of one dataset. Run A has every example; run B lacks every fifth, and its results were
+    written in shuffled order, so result ids do not follow the dataset."""
     rng = random.Random(20261203)
     Session = db.session_factory(engine)
     with Session.begin() as s:
@@ -60,6 +61,8 @@ def _seed(engine) -> dict:
                     example_id=keys[f"e{i:02d}"], output=f"out {rng.choice(WORDS)} {i}", output_tokens=3,
                     finish_reason=rng.choice(["stop", "length"]), failures=rng.choice([0, 0, 1, 2, 3, 16]),
                     latency_ms=None if i % 8 == 1 else float(rng.choice([5, 10, 10, 40])), metrics=metrics))
+            if name == "B":  # results land out of dataset order (as with several ranks or a resume)
+                rng.shuffle(rows)
             db.insert_results(session=s, run_id=runs[name], results=rows,
                               higher_is_better={"bleu": True, "chrf": True, "only_b": True})
         for _ in range(30):  # verdicts, with reviewers changing their minds
@@ -153,7 +156,7 @@ def _queries(runs: dict) -> list[db.ResultQuery]:
     out = []
     for _ in range(160):
         ranges = []
-        for _ in range(rng.choice([0, 0, 1, 1, 2])):
+        for _ in range(rng.choice([0, 0, 1, 1, 2, 3])):
             lo, hi = rng.choice(bounds), rng.choice(bounds)
             ranges.append(db.MetricRange(rng.choice(["bleu", "chrf", "chrf", "only_b"]), lo, hi))
         row_filters = rng.random() < 0.5
@@ -173,7 +176,12 @@ def _queries(runs: dict) -> list[db.ResultQuery]:
             db.ResultQuery(run_id=a, ranges=(db.MetricRange("nope", 0, 1),), sort="bleu"),
             db.ResultQuery(run_id=a, ranges=(db.MetricRange("nope"), db.MetricRange("bleu", 20, None)), sort="chrf"),
             db.ResultQuery(run_id=a, ranges=(db.MetricRange("bleu", None, 20),), sort="chrf", descending=True),
-            db.ResultQuery(run_id=a, ranges=(db.MetricRange("chrf", 50, None),), sort="bleu")]
+            db.ResultQuery(run_id=a, ranges=(db.MetricRange("chrf", 50, None),), sort="bleu"),
+            db.ResultQuery(run_id=a, ranges=(db.MetricRange("bleu", 20, None), db.MetricRange("nope", 0, 1))),
+            db.ResultQuery(run_id=a, ranges=(db.MetricRange("bleu", 20, None), db.MetricRange("nope", 0, 1)),
+                           text="alpha", sort="chrf"),
+            db.ResultQuery(run_id=runs["B"], sort="chrf", ranges=(  # each range after the first narrows it
+                db.MetricRange("bleu", 0, None), db.MetricRange("only_b", None, 1), db.MetricRange("chrf", 50, None)))]
     return out
 
 
@@ -210,6 +218,8 @@ def test_every_generated_query_selects_what_the_oracle_selects(oracle_store, fil
             assert db.selected_example_ids(session=s, query=q, limit=5, offset=3) == \
                 [example_of[i] for i in want[3:8]], q
             assert [r["result_id"] for r in db.iter_results(session=s, query=q, chunk=4)] == want, q
+            untotalled = db.page_results(session=s, query=q, page=1, page_size=PAGE, with_total=False)
+            assert untotalled.total == len(untotalled.rows) == len(want[PAGE:2 * PAGE]), q
     assert nonempty >= len(queries) // 3  # the generated filters are not all empty selections
 
 

@@ -219,7 +219,7 @@ def test_a_null_adapter_and_a_backslash_are_searched_literally(store):
         assert [r["name"] for r in db.list_runs(session=s, model="C:\\\\lora")] == []
 
 
-def test_a_review_queue_holds_at_most_500_examples_by_default(any_engine):
+def test_a_review_queue_holds_at_most_500_examples_and_a_page_50_by_default(any_engine):
     sf = db.session_factory(any_engine)
     with sf.begin() as s:
         ds = db.get_or_create_dataset(session=s, name="big.jsonl", split="test")
@@ -230,6 +230,7 @@ def test_a_review_queue_holds_at_most_500_examples_by_default(any_engine):
             dict(example_id=keys[f"k{i}"], output="x", output_tokens=1, finish_reason="stop") for i in range(501)])
     with sf() as s:
         assert len(db.selected_example_ids(session=s, query=db.ResultQuery(run_id=run))) == 500
+        assert len(db.page_results(session=s, query=db.ResultQuery(run_id=run)).rows) == 50  # a page, by default
 
 
 # Rows are written out of order below, so that a query that drops one of its sort keys returns another order.
