@@ -430,3 +430,22 @@ def test_segment_statistics_computed_in_workers_are_kept_by_this_process(caplog)
         assert _text.collect_segment_stats(False) == []  # this process records nothing for workers
     finally:
         _text.clear_segment_stats()
+
+
+def test_lcs_of_an_empty_sequence_is_zero():
+    from evaluator.scoring._text import lcs_length
+
+    assert (lcs_length([], ["a"]), lcs_length(["a"], []), lcs_length([], [])) == (0, 0, 0)
+    assert lcs_length("abcbdab", "bdcaba") == 4  # the textbook example (Cormen et al.)
+
+
+def test_corpus_statistics_of_no_samples_have_the_metrics_width():
+    """A slice nobody enters still has one column per sacrebleu statistic: BLEU's hypothesis and reference
+    lengths and, per n-gram order, matches and totals; chrF's three numbers per character n-gram order (6;
+    chrF has no word n-grams, chrF++ would)."""
+    from evaluator.scoring._text import CORPUS_BLEU, CORPUS_CHRF
+
+    assert CORPUS_BLEU.stats([]).shape == (0, 2 + 2 * 4)
+    assert CORPUS_CHRF.stats([]).shape == (0, 3 * 6)
+    one = [Sample(output="a cat", reference="the cat")]
+    assert CORPUS_BLEU.stats(one).shape == (1, 10) and CORPUS_CHRF.stats(one).shape == (1, 18)

@@ -309,3 +309,36 @@ def test_the_p_value_counts_resampled_means_at_least_as_far_out_as_the_observed_
     assert ties > 100  # the case this test is about happens
     out = paired_mean_test(d, np.zeros(4))
     assert out["p_value"] == (1 + int(np.count_nonzero(np.abs(means - 0.25) >= 0.25))) / (N_RESAMPLES + 1)
+
+
+def _ratio(summed):
+    """A corpus score that does not exist for a resample whose denominator is 0."""
+    return None if summed[1] == 0 else float(summed[0] / summed[1])
+
+
+def test_a_corpus_resample_without_a_score_leaves_the_interval_out():
+    # Two examples, one with nothing to count: some resamples draw it twice and have no score.
+    a, b = np.array([[1.0, 1.0], [0.0, 0.0]]), np.array([[2.0, 1.0], [0.0, 0.0]])
+    out = paired_corpus_test(a, b, _ratio)
+    assert (out["value_a"], out["value_b"], out["delta"]) == (1.0, 2.0, -1.0)
+    assert (out["ci_low"], out["ci_high"], out["p_value"]) == (None, None, None)
+    assert corpus_ci(a, _ratio) == (1.0, None, None)
+
+
+def test_bca_counts_resampled_means_strictly_below_the_estimate():
+    """Efron and Tibshirani (1993), eq. 14.14: z0 = Phi^-1(#{theta* < theta} / B), with a strict '<'. With
+    values in {0, 1} a third of the resampled means equal the estimate, so '<=' would move the interval.
+    The BCa end points are computed here from the textbook formulas, independently of the code."""
+    from scipy.stats import norm
+
+    x = np.array([0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0])
+    means = bootstrap_means(x, seed=3)
+    theta = x.mean()
+    assert np.mean(means == theta) > 0.2
+    z0 = norm.ppf(np.mean(means < theta))
+    jack = np.array([np.delete(x, i).mean() for i in range(len(x))])
+    d = jack.mean() - jack
+    a = (d ** 3).sum() / (6 * ((d ** 2).sum()) ** 1.5)
+    z = norm.ppf([0.025, 0.975])
+    expected = np.percentile(means, 100 * norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z))))
+    assert bca_interval(x, means) == pytest.approx(tuple(expected), abs=1e-12)

@@ -20,7 +20,7 @@ from db import _query
 N_EXAMPLES = 40
 PAGE = 7
 CATEGORIES = ("math", "chat", None)
-TAGS = ("t1", "t2", "hard")
+TAGS = ("t1", "t2", "hard", "a_b")  # "_" is a LIKE wildcard: searched literally
 WORDS = ("alpha", "beta", "gamma", "delta", "100%", "a_b")
 REVIEWERS = ("ann", "bob")
 
@@ -72,6 +72,12 @@ def _seed(engine) -> dict:
                 continue
             db.add_annotation(session=s, run_id=run, example_id=keys[f"e{i:02d}"],
                               reviewer=rng.choice(REVIEWERS), verdict=rng.choice(db.VERDICTS[:3]))
+        # A later verdict replaces only the same reviewer's on the same run: ann's verdict on e01 in run A
+        # stands after her verdict on e01 in run B and bob's on e01 in run A.
+        e01 = keys["e01"]
+        db.add_annotation(session=s, run_id=runs["A"], example_id=e01, reviewer="ann", verdict=db.VERDICTS[0])
+        db.add_annotation(session=s, run_id=runs["B"], example_id=e01, reviewer="ann", verdict=db.VERDICTS[1])
+        db.add_annotation(session=s, run_id=runs["A"], example_id=e01, reviewer="bob", verdict=db.VERDICTS[1])
     return dict(runs=runs)
 
 
@@ -180,6 +186,9 @@ def _queries(runs: dict) -> list[db.ResultQuery]:
             db.ResultQuery(run_id=a, ranges=(db.MetricRange("bleu", 20, None), db.MetricRange("nope", 0, 1))),
             db.ResultQuery(run_id=a, ranges=(db.MetricRange("bleu", 20, None), db.MetricRange("nope", 0, 1)),
                            text="alpha", sort="chrf"),
+            db.ResultQuery(run_id=a, verdict=db.VERDICTS[0]), db.ResultQuery(run_id=a, verdict=db.VERDICTS[1]),
+            db.ResultQuery(run_id=a, tag="a_b"), db.ResultQuery(run_id=a, tag="a%b"),
+            db.ResultQuery(run_id=a, tag="t\x00"),  # a NUL in the search selects nothing (no error)
             db.ResultQuery(run_id=runs["B"], sort="chrf", ranges=(  # each range after the first narrows it
                 db.MetricRange("bleu", 0, None), db.MetricRange("only_b", None, 1), db.MetricRange("chrf", 50, None)))]
     return out
