@@ -449,3 +449,10 @@ def test_corpus_statistics_of_no_samples_have_the_metrics_width():
     assert CORPUS_CHRF.stats([]).shape == (0, 3 * 6)
     one = [Sample(output="a cat", reference="the cat")]
     assert CORPUS_BLEU.stats(one).shape == (1, 10) and CORPUS_CHRF.stats(one).shape == (1, 18)
+
+
+def test_a_lone_surrogate_in_a_reference_or_an_output_is_scored_not_raised():
+    """A JSON dataset may hold an unpaired "\\ud800" escape; the text metrics (and their memo keys) take it."""
+    row = score_samples([Sample(output="caf\ud800 ok", reference="caf\ud800 ok")],
+                        get_metrics(["bleu", "chrf", "exact_match"]))[0]
+    assert row == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0), "exact_match": 1.0}

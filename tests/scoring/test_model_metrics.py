@@ -67,3 +67,10 @@ def test_corpus_perplexity_is_token_weighted():
     assert value == pytest.approx(math.exp((math.log(2) + 3 * math.log(8)) / 4))  # 2^(10/4) ≈ 5.66
     assert value != pytest.approx((2 + 8) / 2)
     assert CORPUS_PERPLEXITY.score(CORPUS_PERPLEXITY.stats([none]).sum(0)) is None
+
+
+def test_a_one_token_reference_has_a_perplexity():
+    stored = Sample(output="x", reference="Yes")
+    stored.ref_nll, stored.ref_tokens = math.log(2.0), 1
+    assert reference_nll(stored) == (pytest.approx(math.log(2.0)), 1)
+    assert _row(stored)["perplexity"] == pytest.approx(2.0)
