@@ -342,3 +342,21 @@ def test_bca_counts_resampled_means_strictly_below_the_estimate():
     z = norm.ppf([0.025, 0.975])
     expected = np.percentile(means, 100 * norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z))))
     assert bca_interval(x, means) == pytest.approx(tuple(expected), abs=1e-12)
+
+
+def test_the_tie_tolerance_is_relative_to_the_larger_value_and_absolute_below_one():
+    # Below 1 the tolerance is 1e-12 absolute: 1.5e-12 apart is a win, 0.5e-12 a tie.
+    assert wins_ties_losses([0.5 + 1.5e-12, 0.5 + 0.5e-12], [0.5, 0.5], higher_is_better=True) == (1, 1, 0)
+    # Above 1 it scales with the values: 1e-7 apart at a million is float noise, a tie.
+    assert wins_ties_losses([1e6 + 1e-7], [1e6], higher_is_better=True) == (0, 1, 0)
+
+
+def test_a_narrower_confidence_gives_a_narrower_interval():
+    a = [0.1, 0.4, 0.35, 0.8, 0.5, 0.9, 0.2, 0.65, 0.7, 0.3]
+    b = [0.2, 0.3, 0.30, 0.6, 0.5, 0.7, 0.1, 0.60, 0.4, 0.3]
+    wide, narrow = paired_mean_test(a, b), paired_mean_test(a, b, confidence=0.5)
+    assert narrow["ci_low"] > wide["ci_low"] and narrow["ci_high"] < wide["ci_high"]
+    sa, sb = CORPUS_CHRF.stats(_samples(HYPS)), CORPUS_CHRF.stats(_samples(HYPS_C))
+    wide, narrow = paired_corpus_test(sa, sb, CORPUS_CHRF.score), paired_corpus_test(sa, sb, CORPUS_CHRF.score,
+                                                                                     confidence=0.5)
+    assert narrow["ci_low"] > wide["ci_low"] and narrow["ci_high"] < wide["ci_high"]
