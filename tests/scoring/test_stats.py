@@ -360,3 +360,31 @@ def test_a_narrower_confidence_gives_a_narrower_interval():
     wide, narrow = paired_corpus_test(sa, sb, CORPUS_CHRF.score), paired_corpus_test(sa, sb, CORPUS_CHRF.score,
                                                                                      confidence=0.5)
     assert narrow["ci_low"] > wide["ci_low"] and narrow["ci_high"] < wide["ci_high"]
+
+
+def _textbook_bca(x: np.ndarray, means: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Efron and Tibshirani (1993), eqs. 14.14-14.15, written out independently of the code under test."""
+    from scipy.stats import norm
+
+    z0 = norm.ppf(np.mean(means < x.mean()))
+    jack = np.array([np.delete(x, i).mean() for i in range(len(x))])
+    d = jack.mean() - jack
+    a = (d ** 3).sum() / (6 * ((d ** 2).sum()) ** 1.5)
+    z = norm.ppf([(1 - confidence) / 2, (1 + confidence) / 2])
+    return tuple(np.percentile(means, 100 * norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))))
+
+
+def test_bca_on_skewed_continuous_data_is_the_textbook_interval():
+    """Continuous, skewed values: the acceleration and the bias correction both move the end points (with
+    values in {0, 1} the end points snap to the same few resampled means whatever the correction)."""
+    x = np.random.default_rng(5).exponential(size=25) ** 2
+    means = bootstrap_means(x, seed=9)
+    got = bca_interval(x, means)
+    assert got == pytest.approx(_textbook_bca(x, means), abs=1e-12)
+    plain = np.percentile(means, [2.5, 97.5])
+    assert got[1] - plain[1] > 0.01 * (plain[1] - plain[0])  # the correction is visible: the upper end moves up
+
+
+def test_bca_of_constant_values_is_the_value_itself():
+    x = np.full(6, 0.25)  # every resampled mean equals the estimate: no correction can be computed
+    assert bca_interval(x, bootstrap_means(x, seed=1)) == (0.25, 0.25)
