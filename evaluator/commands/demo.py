@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Optional
 
 import db
-from db import open_store, resolve_url
 from evaluator._runner import RunError, run_evaluation
 from evaluator.config import RunConfig
 from evaluator.demo import TEST_FILE, build_demo_models
@@ -137,8 +136,8 @@ def _interrupt(signum, frame):
 
 def main(args: argparse.Namespace) -> int:
 
-    url = resolve_url(args.db)
-    open_store(url).dispose()  # a store problem is reported now, not after the models are built
+    url = db.resolve_url(args.db)
+    db.open_store(url).dispose()  # a store problem is reported now, not after the models are built
     if args.dashboard and not _port_free(args.port):
         print(f"error: port {args.port} is in use: pass another --port, or --no-dashboard", file=sys.stderr)
         return 2
