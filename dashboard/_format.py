@@ -70,6 +70,11 @@ def fmt_ci(value: Any, lo: Any, hi: Any) -> str:
     return f"{fmt_num(value)} [{fmt_num(lo)}, {fmt_num(hi)}]"
 
 
+def dataset_label(d: dict[str, Any]) -> str:
+    """A row of ``db.list_datasets`` as "support-chat.jsonl / test (10 runs)"."""
+    return f"{d['name']} / {d['split'] or '-'} ({d['n_runs']} runs)"
+
+
 def run_label(runs: pd.DataFrame) -> Callable[[Any], str]:
     """format_func for a selectbox over run ids: "#5 acme-chat-v3 · support-chat.jsonl/test · 2026-03-16".
 

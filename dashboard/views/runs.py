@@ -90,10 +90,10 @@ class _Store:
         return [d["id"] for d in self.datasets]
 
     def ds_label(self, ds_id: Optional[int]) -> str:
-        for d in self.datasets:
-            if d["id"] == ds_id:
-                return f"{d['name']} / {d['split'] or '-'} ({d['n_runs']} runs)"
-        return "All datasets" if ds_id is None else f"#{ds_id}"
+        d = next((d for d in self.datasets if d["id"] == ds_id), None)
+        if d is None:
+            return "All datasets" if ds_id is None else f"#{ds_id}"
+        return fmt.dataset_label(d)
 
     @property
     def metrics(self) -> list[str]:

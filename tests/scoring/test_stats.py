@@ -325,23 +325,30 @@ def test_a_corpus_resample_without_a_score_leaves_the_interval_out():
     assert corpus_ci(a, _ratio) == (1.0, None, None)
 
 
-def test_bca_counts_resampled_means_strictly_below_the_estimate():
-    """Efron and Tibshirani (1993), eq. 14.14: z0 = Phi^-1(#{theta* < theta} / B), with a strict '<'. With
-    values in {0, 1} a third of the resampled means equal the estimate, so '<=' would move the interval.
-    The BCa end points are computed here from the textbook formulas, independently of the code."""
+# The code and the textbook version differ only in scipy.special.ndtr/ndtri against scipy.stats.norm: over
+# 200 data sets (continuous and 0/1, end points up to about 10) they differed by at most 5.5e-15 relative.
+BCA_ABS = 1e-12
+
+
+def _textbook_bca(x: np.ndarray, means: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Efron and Tibshirani (1993), eqs. 14.14-14.15, written out independently of the code under test."""
     from scipy.stats import norm
 
-    x = np.array([0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0])
-    means = bootstrap_means(x, seed=3)
-    theta = x.mean()
-    assert np.mean(means == theta) > 0.2
-    z0 = norm.ppf(np.mean(means < theta))
+    z0 = norm.ppf(np.mean(means < x.mean()))
     jack = np.array([np.delete(x, i).mean() for i in range(len(x))])
     d = jack.mean() - jack
     a = (d ** 3).sum() / (6 * ((d ** 2).sum()) ** 1.5)
-    z = norm.ppf([0.025, 0.975])
-    expected = np.percentile(means, 100 * norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z))))
-    assert bca_interval(x, means) == pytest.approx(tuple(expected), abs=1e-12)
+    z = norm.ppf([(1 - confidence) / 2, (1 + confidence) / 2])
+    return tuple(np.percentile(means, 100 * norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))))
+
+
+def test_bca_counts_resampled_means_strictly_below_the_estimate():
+    """Efron and Tibshirani (1993), eq. 14.14: z0 = Phi^-1(#{theta* < theta} / B), with a strict '<'. With
+    values in {0, 1} a third of the resampled means equal the estimate, so '<=' would move the interval."""
+    x = np.array([0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0])
+    means = bootstrap_means(x, seed=3)
+    assert np.mean(means == x.mean()) > 0.2
+    assert bca_interval(x, means) == pytest.approx(_textbook_bca(x, means), abs=BCA_ABS)
 
 
 def test_the_tie_tolerance_is_relative_to_the_larger_value_and_absolute_below_one():
@@ -362,25 +369,13 @@ def test_a_narrower_confidence_gives_a_narrower_interval():
     assert narrow["ci_low"] > wide["ci_low"] and narrow["ci_high"] < wide["ci_high"]
 
 
-def _textbook_bca(x: np.ndarray, means: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """Efron and Tibshirani (1993), eqs. 14.14-14.15, written out independently of the code under test."""
-    from scipy.stats import norm
-
-    z0 = norm.ppf(np.mean(means < x.mean()))
-    jack = np.array([np.delete(x, i).mean() for i in range(len(x))])
-    d = jack.mean() - jack
-    a = (d ** 3).sum() / (6 * ((d ** 2).sum()) ** 1.5)
-    z = norm.ppf([(1 - confidence) / 2, (1 + confidence) / 2])
-    return tuple(np.percentile(means, 100 * norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))))
-
-
 def test_bca_on_skewed_continuous_data_is_the_textbook_interval():
     """Continuous, skewed values: the acceleration and the bias correction both move the end points (with
     values in {0, 1} the end points snap to the same few resampled means whatever the correction)."""
     x = np.random.default_rng(5).exponential(size=25) ** 2
     means = bootstrap_means(x, seed=9)
     got = bca_interval(x, means)
-    assert got == pytest.approx(_textbook_bca(x, means), abs=1e-12)
+    assert got == pytest.approx(_textbook_bca(x, means), abs=BCA_ABS)
     plain = np.percentile(means, [2.5, 97.5])
     assert got[1] - plain[1] > 0.01 * (plain[1] - plain[0])  # the correction is visible: the upper end moves up
 
