@@ -5,6 +5,7 @@ Pure functions of their arguments (no Streamlit, no store), so they are tested d
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable, Optional
 
 import pandas as pd
@@ -70,9 +71,26 @@ def fmt_ci(value: Any, lo: Any, hi: Any) -> str:
     return f"{fmt_num(value)} [{fmt_num(lo)}, {fmt_num(hi)}]"
 
 
+_HUB_CACHE_DIR = re.compile(r"models--([^/\\]+?)--([^/\\]+)")
+
+
+def source_label(text: Any) -> str:
+    """A model, adapter or dataset as a team says it: a Hub id as it is ("meta-llama/Llama-3.1-8B"), a
+    Hugging Face cache folder as its Hub id, a local path as its last part ("acme-v3"). Tables show this;
+    the full path stays in the run's detail."""
+    if text is None or (isinstance(text, float) and math.isnan(text)) or text == "":
+        return ""
+    s = str(text).rstrip("/\\")
+    cached = _HUB_CACHE_DIR.search(s)
+    if cached:
+        return f"{cached.group(1)}/{cached.group(2)}"
+    local = s.startswith(("/", "~", "./", "../", "\\")) or re.match(r"^[A-Za-z]:[\\/]", s) or s.count("/") > 1
+    return re.split(r"[\\/]", s)[-1] if local else s
+
+
 def dataset_label(d: dict[str, Any]) -> str:
     """A row of ``db.list_datasets`` as "support-chat.jsonl / test (10 runs)"."""
-    return f"{d['name']} / {d['split'] or '-'} ({d['n_runs']} runs)"
+    return f"{source_label(d['name'])} / {d['split'] or '-'} ({d['n_runs']} runs)"
 
 
 def run_label(runs: pd.DataFrame) -> Callable[[Any], str]:
@@ -90,5 +108,5 @@ def run_label(runs: pd.DataFrame) -> Callable[[Any], str]:
         if r is None:
             return f"#{run_id}"
         day = pd.Timestamp(r.created_at).strftime("%Y-%m-%d") if pd.notna(r.created_at) else ""
-        return f"#{r.id} {r.name} · {r.dataset}/{r.split} · {day}"
+        return f"#{r.id} {r.name} · {source_label(r.dataset)}/{r.split} · {day}"
     return label

@@ -31,15 +31,19 @@ def _date(p, key):
 
 
 def _runs_table(runs: pd.DataFrame, aggs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    table = runs.assign(dataset=runs["dataset"] + "/" + runs["split"])[
-        ["id", "name", "model", "adapter", "dataset", "created_at", "status", "evaluated", "rejected", "failed",
-         "human_pass", "reviewed", "error"]].copy()
+    """Run, name and the headline metrics first (value and 95% CI in one cell), then what was evaluated
+    (models, adapters and datasets as short labels: the full paths are in the run's detail) and counts."""
+    table = runs[["id", "name"]].copy()
     head = fmt.headline(aggs)
     for m in metrics:
         sub = head[head["metric"] == m].set_index("run_id")
-        table[m] = table["id"].map(sub["value"])
-        table[f"{m} 95% CI"] = [fmt.fmt_ci(sub["value"].get(i), sub["ci_low"].get(i), sub["ci_high"].get(i))
-                                if i in sub.index else "–" for i in table["id"]]
+        table[m] = [fmt.fmt_ci(sub["value"].get(i), sub["ci_low"].get(i), sub["ci_high"].get(i))
+                    if i in sub.index else "–" for i in table["id"]]
+    table["dataset"] = runs["dataset"].map(fmt.source_label) + "/" + runs["split"].fillna("").replace("", "-")
+    table["model"] = runs["model"].map(fmt.source_label)
+    table["adapter"] = runs["adapter"].map(fmt.source_label)
+    for c in ("created_at", "status", "evaluated", "rejected", "failed", "human_pass", "reviewed", "error"):
+        table[c] = runs[c]
     return table
 
 
@@ -191,7 +195,11 @@ def _runs_list(runs: pd.DataFrame, aggs: pd.DataFrame, show: list[str]) -> None:
         table, hide_index=True, key="runs_table", selection_mode="single-row", width="stretch",
         on_select=links.row_picker("runs_table", "_runs_table_ids", "runs_open"),
         column_config={
-            "id": st.column_config.NumberColumn("run", format="%d"),
+            "id": st.column_config.NumberColumn("run", format="%d", pinned=True),
+            "name": st.column_config.TextColumn("name", pinned=True),
+            **{m: st.column_config.TextColumn(m, help=f"{m}: value [95% confidence interval]") for m in show},
+            "model": st.column_config.TextColumn("model", help="Hub id, or the last part of a local path "
+                                                                "(the full path is in the run's detail below)"),
             "created_at": st.column_config.DatetimeColumn("date", format="YYYY-MM-DD HH:mm"),
             "evaluated": st.column_config.NumberColumn("evaluated", help="results stored"),
             "rejected": st.column_config.NumberColumn("rejected", help="dataset rows that did not become examples"),
@@ -200,7 +208,6 @@ def _runs_list(runs: pd.DataFrame, aggs: pd.DataFrame, show: list[str]) -> None:
                 "human pass rate", min_value=0.0, max_value=1.0, format="percent",
                 help="share of reviewed examples whose reviewers' latest verdicts are mostly 'pass'"),
             "reviewed": st.column_config.NumberColumn("reviewed", help="examples with at least one verdict"),
-            **{m: st.column_config.NumberColumn(m, format="%.4g") for m in show},
         },
     )
 
@@ -221,7 +228,10 @@ def _open_run(url: str, p: dict[str, Any], runs: pd.DataFrame, data: _Store) -> 
     if chosen is not None:
         o2.page_link(links.BROWSER_PAGE, label="Open in the example browser", icon=":material/open_in_new:",
                      query_params={"run": str(chosen)})
-        n_rejected = int(data.runs.loc[data.runs["id"] == chosen, "rejected"].iloc[0])
+        run = data.runs.loc[data.runs["id"] == chosen].iloc[0]
+        st.text(f"model {run['model']} · adapter {run['adapter'] or '-'} · dataset {run['dataset']}/"
+                f"{run['split'] or '-'}")  # the full paths, which the table shortens
+        n_rejected = int(run["rejected"])
         if n_rejected:
             o3.page_link(links.RUNS_PAGE, label=f"{n_rejected} rejected dataset rows", icon=":material/block:",
                          query_params={"rejected": str(chosen)})

@@ -207,3 +207,17 @@ def test_a_picked_table_row_opens_the_example_it_shows(picks, seen):
     at.run()
     assert not at.exception
     assert at.session_state["seen"] == seen
+
+
+@pytest.mark.parametrize("text, label", [
+    ("meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct"),  # a Hub id stays as it is
+    ("/root/.cache/huggingface/hub/models--unsloth--Llama-3.2-1B/snapshots/0a1b2c", "unsloth/Llama-3.2-1B"),
+    ("/tmp/demo-cache/acme-v3-adapter/", "acme-v3-adapter"),
+    ("~/ckpt/run7", "run7"),
+    ("data/eval/support.jsonl", "support.jsonl"),
+    ("C:\\Users\\ana\\support.jsonl", "support.jsonl"),
+    ("openai:gpt-4o-mini", "openai:gpt-4o-mini"),
+    (None, ""), ("", ""),
+])
+def test_source_label_is_the_hub_id_or_the_last_part_of_a_path(text, label):
+    assert _format.source_label(text) == label

@@ -62,10 +62,34 @@ def test_runs_page_lists_every_run_with_counts_and_cis(open_app, seeded):
     assert at.title[0].value == "Runs and trends"
     assert [s.value for s in at.subheader][0] == f"{len(seeded[1]['runs'])} runs"
     table = at.dataframe[0].value
-    assert {"name", "model", "adapter", "dataset", "status", "evaluated", "rejected", "failed"} <= set(table.columns)
-    assert "exact_match 95% CI" in table.columns
+    shown = at.multiselect(key="runs_show").value
+    assert len(shown) == 4
+    # run, name, then the headline metrics (value and CI in one cell, never twice), then the rest
+    assert list(table.columns[:6]) == ["id", "name", *shown]
+    assert {"model", "adapter", "dataset", "status", "evaluated", "rejected", "failed"} <= set(table.columns[6:])
+    assert not any(c.endswith("CI") for c in table.columns)
     v3 = table.set_index("name").loc["acme-chat-v3"]
-    assert v3["evaluated"] == 60 and v3["rejected"] == 2 and v3["exact_match 95% CI"].count("[") == 1
+    assert v3["evaluated"] == 60 and v3["rejected"] == 2
+    assert all(v3[m].count("[") == 1 for m in shown)
+
+
+def test_runs_table_shows_short_model_adapter_and_dataset_labels_and_the_detail_the_full_paths(tmp_path, monkeypatch):
+    cache = "/home/ana/.cache/huggingface/hub/models--meta-llama--Llama-3.2-1B/snapshots/4e20de362430cd3b72f3"
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    engine = db.open_store(url)
+    with db.session_factory(engine).begin() as s:
+        ds = db.get_or_create_dataset(session=s, name="/tmp/pytest-of-ana/pytest-7/data0/support-chat.jsonl")
+        db.create_run(session=s, name="acme-v4", model=cache, adapter="/srv/checkpoints/acme-v4/", backend="transformers",
+                      dataset_id=ds)
+    engine.dispose()
+    monkeypatch.setenv("EVAL_DB_URL", url)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    row = at.dataframe[0].value.iloc[0]
+    assert (row["model"], row["adapter"], row["dataset"]) == ("meta-llama/Llama-3.2-1B", "acme-v4", "support-chat.jsonl/-")
+    cells = [str(v) for v in at.dataframe[0].value.to_numpy().ravel()]
+    assert not [c for c in cells if c.startswith(("/", "~"))]  # no absolute path in any cell
+    assert any(cache in t.value and "/srv/checkpoints/acme-v4/" in t.value for t in at.text)  # the detail has them
 
 
 def test_runs_page_warns_about_runs_being_written(open_app):
