@@ -175,7 +175,7 @@ def _detail(url: str, run_id: int, example_id: int) -> None:
     st.markdown("#### Metrics")
     mrows = [dict(metric=k, value=v, error=d["metric_errors"].get(k)) for k, v in d["metrics"].items()]
     st.dataframe(pd.DataFrame(mrows, columns=["metric", "value", "error"]), hide_index=True, width="stretch",
-                 column_config={"value": st.column_config.NumberColumn(format="%.4g")})
+                 height="content", column_config={"value": st.column_config.NumberColumn(format="%.4g")})
 
     st.markdown("#### Token confidence")
     tf = token_frame(d["tokens"], d["logprobs"])
@@ -295,12 +295,15 @@ def _page_of_examples(url: str, run_id: int, query: db.ResultQuery) -> tuple[int
     table = rows.assign(prompt=rows["prompt_text"].map(_snippet), output=rows["output"].map(_snippet),
                         reference=rows["reference"].map(_snippet))
     metric_cols = [c for c in table.columns if c.startswith("metric:")]
-    show = ["example_id", "row_index", "category", "prompt", "output", "reference", "failures", "finish_reason",
-            *metric_cols, "output_tokens", "latency_ms"]
+    # the metrics the selection sorts or filters on sit beside the key columns; the others follow the text
+    focus = [c for c in dict.fromkeys(f"metric:{m}" for m in [query.sort, *(r.metric for r in query.ranges)])
+             if c in metric_cols]
+    show = ["example_id", "row_index", *focus, "category", "prompt", "output", "reference", "failures",
+            "finish_reason", *[c for c in metric_cols if c not in focus], "output_tokens", "latency_ms"]
     st.dataframe(
         table[show], hide_index=True, key="br_table", selection_mode="single-row", width="stretch",
         on_select=links.row_picker("br_table", "_br_page_ids", "br_ex"),
-        column_config={"example_id": st.column_config.NumberColumn("example", format="%d"),
+        column_config={"example_id": st.column_config.NumberColumn("example", format="%d", pinned=True),
                        "row_index": st.column_config.NumberColumn("row", format="%d"),
                        **{c: st.column_config.NumberColumn(c.split(":", 1)[1], format="%.4g")
                           for c in metric_cols}},

@@ -195,7 +195,7 @@ def _per_metric(url: str, a: int, b: int) -> bool:
         st.caption("The two runs share no scored example.")
     else:
         _headline_cards(overall)
-        st.dataframe(overall, hide_index=True, width="stretch", column_config=cfg)
+        st.dataframe(overall, hide_index=True, width="stretch", height="content", column_config=cfg)
     stored_slices = not comp["stored"].empty and (comp["stored"]["slice"] != "").any()
     by_slice = st.toggle("Per slice (category)", key="cmp_slices",
                          help=None if stored_slices else "Computed from the stored scores when you ask for it.")
@@ -384,7 +384,7 @@ def _example(url: str, a: int, b: int, example_id: int) -> None:
             continue
         col.code(det["output"], language=None, wrap_lines=True)
         col.dataframe(pd.DataFrame([{"metric": k, "value": v} for k, v in det["metrics"].items()]),
-                      hide_index=True, width="stretch")
+                      hide_index=True, width="stretch", height="content")
         col.page_link(links.BROWSER_PAGE, label=f"Open in the browser ({tag})", icon=":material/open_in_new:",
                       query_params={"run": str(run), "ex": str(example_id)})
 

@@ -114,7 +114,7 @@ def _show_example(detail: dict[str, Any]) -> None:
                 wrap_lines=True)
     metrics = pd.DataFrame([dict(metric=k, value=v) for k, v in detail["metrics"].items()],
                            columns=["metric", "value"])
-    st.dataframe(metrics, hide_index=True, width="content",
+    st.dataframe(metrics, hide_index=True, width="content", height="content",
                  column_config={"value": st.column_config.NumberColumn(format="%.4g")})
 
 

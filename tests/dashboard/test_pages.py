@@ -173,6 +173,8 @@ def test_browser_filters_from_the_link(open_app, seeded):
     assert len(rows) == expected
     assert set(rows["category"]) == {"support"} and (rows["metric:rouge_l"] >= 0.5).all()
     assert rows["metric:bleu"].is_monotonic_decreasing
+    # the sort metric, then the filtered one, sit beside the key columns
+    assert list(rows.columns[:4]) == ["example_id", "row_index", "metric:bleu", "metric:rouge_l"]
     assert at.selectbox(key="br_category").value == "support"
     assert at.multiselect(key="br_ranges").value == ["rouge_l"]
     assert at.number_input(key="br_lo_rouge_l").value == 0.5
