@@ -62,6 +62,35 @@ def fmt_num(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}g}" if abs(v) < 10 ** digits else f"{v:.0f}"
 
 
+def delta_decimals(scale: Any) -> int:
+    """Decimals for a difference of a metric whose values are about ``scale`` in size: three significant
+    digits at that scale (0.492 on a 0-1 metric, 45.1 on BLEU's 0-100), at most 4."""
+    if scale is None or not math.isfinite(float(scale)) or float(scale) == 0:
+        return 3
+    return max(0, min(4, 3 - math.ceil(math.log10(abs(float(scale))))))
+
+
+def fmt_delta(v: Any, scale: Any = 1.0) -> str:
+    """A signed difference, "+0.492" or "-45.1", never without its sign; a difference too small for the
+    metric's precision is written in full ("+4.2e-05") rather than as a signed zero."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    digits = delta_decimals(scale)
+    if v == 0:
+        return f"{0:.{digits}f}"
+    if abs(v) < 0.5 * 10 ** -digits:
+        return f"{v:+.2g}"
+    return f"{v:+.{digits}f}"
+
+
+def fmt_delta_ci(lo: Any, hi: Any, scale: Any = 1.0) -> str:
+    """The 95% CI of a difference, signed like the difference: "[+0.449, +0.533]" ("–" when absent)."""
+    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)) or \
+            (isinstance(hi, float) and math.isnan(hi)):
+        return "–"
+    return f"[{fmt_delta(lo, scale)}, {fmt_delta(hi, scale)}]"
+
+
 def fmt_ci(value: Any, lo: Any, hi: Any) -> str:
     """"0.612 [0.580, 0.640]"; the brackets are the 95% confidence interval."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -58,12 +58,14 @@ def summary_table(comp: dict[str, Any], slice_rows: bool) -> pd.DataFrame:
         stored = stored[(stored["slice"] != "") if slice_rows else (stored["slice"] == "")]
     if not stored.empty:
         rows = stored
+        scale = rows[["value_a", "value_b"]].abs().max(axis=1)  # each metric's differences at its own precision
         out = pd.DataFrame({
             **({"slice": rows["slice"]} if slice_rows else {}),
             "metric": rows["metric"], "kind": rows["kind"], "n": rows["n"],
-            "A": rows["value_a"], "B": rows["value_b"], "delta (A - B)": rows["delta"],
-            "95% CI of delta": [fmt.fmt_ci(d, lo, hi)
-                                for d, lo, hi in zip(rows["delta"], rows["ci_low"], rows["ci_high"])],
+            "A": rows["value_a"], "B": rows["value_b"],
+            "delta (A - B)": [fmt.fmt_delta(d, s) for d, s in zip(rows["delta"], scale)],
+            "95% CI of delta": [fmt.fmt_delta_ci(lo, hi, s)
+                                for lo, hi, s in zip(rows["ci_low"], rows["ci_high"], scale)],
             "p (Holm)": rows["p_holm"], "p": rows["p_value"],
             "wins": rows["wins"], "ties": rows["ties"], "losses": rows["losses"], "method": rows["method"],
         })
@@ -72,10 +74,11 @@ def summary_table(comp: dict[str, Any], slice_rows: bool) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame()
     lower = rows["higher_is_better"].eq(False)
+    scale = rows[["mean_a", "mean_b"]].abs().max(axis=1)
     out = pd.DataFrame({
         **({"slice": rows["slice"]} if slice_rows else {}),
         "metric": rows["metric"], "n": rows["n"], "A": rows["mean_a"], "B": rows["mean_b"],
-        "delta (A - B)": rows["mean_delta"],
+        "delta (A - B)": [fmt.fmt_delta(d, s) for d, s in zip(rows["mean_delta"], scale)],
         # wins: examples where A is better, whichever direction the metric goes
         "wins": rows["a_less"].where(lower, rows["a_greater"]), "ties": rows["equal"],
         "losses": rows["a_greater"].where(lower, rows["a_less"]),
@@ -103,9 +106,8 @@ def headline_rows(overall: pd.DataFrame, limit: int = 4) -> pd.DataFrame:
 def _headline_cards(overall: pd.DataFrame) -> None:
     heads = headline_rows(overall)
     for col, (_, r) in zip(st.columns(max(1, len(heads))), heads.iterrows()):
-        ci = r.get("95% CI of delta")  # "54 [47.2, 59.4]": keep the interval
-        interval = ci[ci.find("["):] if isinstance(ci, str) and "[" in ci else ""
-        delta = f"{r['delta (A - B)']:+.3g}" + (f", 95% CI {interval}" if interval else "")
+        interval = r.get("95% CI of delta")  # "[+47.2, +59.4]"
+        delta = r["delta (A - B)"] + (f", 95% CI {interval}" if isinstance(interval, str) and "[" in interval else "")
         lower_better = r.get("better") == "lower" or r["metric"] == "perplexity"
         kind = f" ({r['kind']})" if "kind" in r and r["kind"] == "corpus" else ""
         p = r.get("p (Holm)")
@@ -190,7 +192,7 @@ def _per_metric(url: str, a: int, b: int) -> bool:
         st.info(NOT_SCORED, icon=":material/info:")
     overall = summary_table(comp, slice_rows=False)
     num = st.column_config.NumberColumn(format="%.4g")
-    cfg = {c: num for c in ("A", "B", "delta (A - B)", "p (Holm)", "p")}
+    cfg = {c: num for c in ("A", "B", "p (Holm)", "p")}
     if overall.empty:
         st.caption("The two runs share no scored example.")
     else:
@@ -272,8 +274,10 @@ def _example_filters(url: str, a: int, grid: dict[str, Any]) -> _ExampleFilters:
     return _ExampleFilters(order, thr, default_thr if thr is None else float(thr), flips, category)
 
 
-def _example_table(url: str, a: int, b: int, metric: str, box: Optional[db.Box], f: _ExampleFilters) -> int:
-    """The examples of the selection, one page at a time, sorted as asked. Returns the page shown."""
+def _example_table(url: str, a: int, b: int, metric: str, box: Optional[db.Box], f: _ExampleFilters,
+                   scale: Optional[float]) -> int:
+    """The examples of the selection, one page at a time, sorted as asked (differences at the precision of
+    a metric about ``scale`` in size). Returns the page shown."""
     state = (a, b, metric, f.order, f.threshold, f.flips, f.category, box)
     if st.session_state.get("_cmp_state") not in (None, state):
         st.session_state["cmp_page"] = 1
@@ -306,9 +310,11 @@ def _example_table(url: str, a: int, b: int, metric: str, box: Optional[db.Box],
             "prompt": rows["prompt_text"],
         })
         num = st.column_config.NumberColumn(format="%.4g")
+        decimals = fmt.delta_decimals(scale)
         st.dataframe(table, hide_index=True, width="stretch", key="cmp_table", selection_mode="single-row",
                      on_select=links.row_picker("cmp_table", "_cmp_page_ids", "cmp_ex"),
-                     column_config={c: num for c in ("A", "B", "A - B")})
+                     column_config={"A": num, "B": num,  # a signed difference, at the metric's precision
+                                    "A - B": st.column_config.NumberColumn(format=f"%+.{decimals}f", width="small")})
     st.session_state["_cmp_page_ids"] = ids
     return page
 
@@ -350,7 +356,8 @@ def main() -> None:
     metric = st.selectbox("Metric", shared_metrics, key="cmp_metric")
     grid, box = _scatter_region(url, a, b, metric)
     f = _example_filters(url, a, grid)
-    page = _example_table(url, a, b, metric, box, f)
+    scale = max(abs(grid["lo"]), abs(grid["hi"])) if grid["lo"] is not None else None
+    page = _example_table(url, a, b, metric, box, f, scale)
     ex = _open_example(url, a, b)
 
     # widgets -> link (values equal to the defaults are left out, so a plain link stays plain)

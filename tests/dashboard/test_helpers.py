@@ -221,3 +221,21 @@ def test_a_picked_table_row_opens_the_example_it_shows(picks, seen):
 ])
 def test_source_label_is_the_hub_id_or_the_last_part_of_a_path(text, label):
     assert _format.source_label(text) == label
+
+
+@pytest.mark.parametrize("v, scale, text", [
+    (-0.03117, 1.0, "-0.031"),  # the sign is never cut
+    (0.4921, 0.64, "+0.492"),   # a 0-1 metric: three decimals
+    (-45.14, 59.7, "-45.1"),    # BLEU's 0-100: one
+    (3.2, 1500, "+3"),
+    (0.00004, 0.6, "+4e-05"),   # too small for the precision: written in full, not "+0.000"
+    (0.0, 0.6, "0.000"),
+    (None, 1.0, "–"),
+])
+def test_fmt_delta_signs_every_difference_at_its_metrics_precision(v, scale, text):
+    assert _format.fmt_delta(v, scale) == text
+
+
+def test_fmt_delta_ci_is_signed_like_the_delta():
+    assert _format.fmt_delta_ci(-0.5, 0.25, 1.0) == "[-0.500, +0.250]"
+    assert _format.fmt_delta_ci(None, 0.25) == "–"

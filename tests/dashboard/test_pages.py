@@ -313,6 +313,28 @@ def test_compare_shows_stored_comparison_with_holm_p(open_app, seeded):
     assert not any("Not yet scored" in i.value for i in at.info)
 
 
+def test_compare_writes_every_delta_and_its_interval_with_its_sign_at_the_metrics_precision(open_app, seeded):
+    url, ids = seeded
+    at = open_app("views/compare.py", a=str(ids["latest"]), b=str(ids["latest_baseline"]))
+    overall = at.dataframe[0].value.set_index("metric")
+    engine = db.open_store_readonly(url)
+    with db.session_factory(engine)() as s:
+        stored = {r["metric"]: r for r in db.stored_comparisons(session=s, run_a_id=ids["latest"],
+                                                                 run_b_id=ids["latest_baseline"]) if not r["slice"]}
+    engine.dispose()
+    assert any(r["delta"] < 0 for r in stored.values()) and any(r["delta"] > 0 for r in stored.values())
+    for metric, r in stored.items():
+        shown = overall.loc[metric, "delta (A - B)"]
+        assert shown[0] in "+-" and float(shown) == pytest.approx(r["delta"], abs=0.51 * 10 ** -len(shown.split(".")[1]))
+        assert (shown[0] == "-") == (r["delta"] < 0)
+        scale = max(abs(r["value_a"]), abs(r["value_b"]))
+        assert len(shown.split(".")[1]) == (3 if scale <= 1 else 1 if 10 < scale <= 100 else len(shown.split(".")[1]))
+        lo, hi = overall.loc[metric, "95% CI of delta"].strip("[]").split(", ")
+        assert lo[0] in "+-" and hi[0] in "+-" and float(lo) <= float(shown) <= float(hi)
+    rows_cfg = [d for d in at.dataframe if "A - B" in d.value.columns]
+    assert rows_cfg and '"format": "%+.' in rows_cfg[0].proto.columns  # the per-example differences are signed too
+
+
 def test_compare_without_stored_rows_says_not_yet_scored(open_app, seeded):
     ids = seeded[1]
     older = ids["candidates"][0]
@@ -540,4 +562,4 @@ def test_compare_headline_cards_show_the_deltas(open_app, seeded):
             rows = rows[rows["kind"] == ("corpus" if "(corpus)" in label else "mean")]
         row = rows.iloc[0]
         assert card.value == f"{row['A']:.3g} vs {row['B']:.3g}"
-        assert card.delta.startswith(f"{row['delta (A - B)']:+.3g}")
+        assert card.delta.startswith(row["delta (A - B)"] + ", 95% CI [")
