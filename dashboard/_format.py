@@ -91,6 +91,24 @@ def fmt_delta_ci(lo: Any, hi: Any, scale: Any = 1.0) -> str:
     return f"[{fmt_delta(lo, scale)}, {fmt_delta(hi, scale)}]"
 
 
+ALPHA = 0.05  # the significance level the dashboard speaks of
+
+
+def fmt_p(p: Any) -> str:
+    """A p-value as a reader takes it: "0.023", "< 0.001" below a thousandth (where a resampling test's
+    floor lies: 1,000 resamples cannot show less than 1/1001), "–" when absent."""
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return "–"
+    return "< 0.001" if p < 0.001 else f"{p:.2g}"
+
+
+def significance(p_holm: Any, alpha: float = ALPHA) -> str:
+    """In words: "significant at 5% after Holm" or "not significant" ("" without a p-value)."""
+    if p_holm is None or (isinstance(p_holm, float) and math.isnan(p_holm)):
+        return ""
+    return f"significant at {alpha:.0%} after Holm" if p_holm < alpha else "not significant"
+
+
 def fmt_ci(value: Any, lo: Any, hi: Any) -> str:
     """"0.612 [0.580, 0.640]"; the brackets are the 95% confidence interval."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

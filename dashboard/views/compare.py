@@ -66,8 +66,11 @@ def summary_table(comp: dict[str, Any], slice_rows: bool) -> pd.DataFrame:
             "delta (A - B)": [fmt.fmt_delta(d, s) for d, s in zip(rows["delta"], scale)],
             "95% CI of delta": [fmt.fmt_delta_ci(lo, hi, s)
                                 for lo, hi, s in zip(rows["ci_low"], rows["ci_high"], scale)],
-            "p (Holm)": rows["p_holm"], "p": rows["p_value"],
-            "wins": rows["wins"], "ties": rows["ties"], "losses": rows["losses"], "method": rows["method"],
+            "significance": [fmt.significance(p) for p in rows["p_holm"]],
+            "p (Holm)": [fmt.fmt_p(p) for p in rows["p_holm"]], "p": [fmt.fmt_p(p) for p in rows["p_value"]],
+            # a corpus-level figure has no per-example wins, ties or losses: blank, not 0 / 0 / 0
+            **{c: rows[c].astype("Int64").mask(rows["kind"] == "corpus") for c in ("wins", "ties", "losses")},
+            "method": rows["method"],
         })
         return out.reset_index(drop=True)
     rows = comp.get("by_slice", pd.DataFrame()) if slice_rows else comp["summary"]
@@ -103,6 +106,18 @@ def headline_rows(overall: pd.DataFrame, limit: int = 4) -> pd.DataFrame:
     return rows.drop(columns="_o").head(limit)
 
 
+def _p_phrase(p: str) -> str:
+    return p if p.startswith("<") else f"= {p}"
+
+
+def _significance_colours(table: pd.DataFrame):
+    """The table with its significance column in colour: green when significant, grey when not."""
+    if "significance" not in table:
+        return table
+    return table.style.map(lambda v: "color: #1a7f37; font-weight: 600" if str(v).startswith("significant")
+                           else "color: #6e7781", subset=["significance"])
+
+
 def _headline_cards(overall: pd.DataFrame) -> None:
     heads = headline_rows(overall)
     for col, (_, r) in zip(st.columns(max(1, len(heads))), heads.iterrows()):
@@ -110,11 +125,16 @@ def _headline_cards(overall: pd.DataFrame) -> None:
         delta = r["delta (A - B)"] + (f", 95% CI {interval}" if isinstance(interval, str) and "[" in interval else "")
         lower_better = r.get("better") == "lower" or r["metric"] == "perplexity"
         kind = f" ({r['kind']})" if "kind" in r and r["kind"] == "corpus" else ""
+        counts = ("a corpus-level figure: no per-example wins, ties or losses" if kind else
+                  f"wins / ties / losses: {r['wins']} / {r['ties']} / {r['losses']}")
         p = r.get("p (Holm)")
         col.metric(f"{r['metric']}{kind}: A vs B", f"{r['A']:.3g} vs {r['B']:.3g}", delta,
                    delta_color="inverse" if lower_better else "normal",
-                   help=f"wins / ties / losses: {r['wins']} / {r['ties']} / {r['losses']}"
-                        + ("" if p is None or pd.isna(p) else f"; Holm-adjusted p = {p:.3g}"))
+                   help=counts + ("" if p is None or p == "–" else f"; Holm-adjusted p {_p_phrase(p)}"))
+        words = r.get("significance")
+        if words:
+            col.badge(words, color="green" if words.startswith("significant") else "gray",
+                      icon=":material/check_circle:" if words.startswith("significant") else None)
 
 
 def _scatter(cells: pd.DataFrame, lo: float, hi: float, metric: str) -> alt.LayerChart:
@@ -192,12 +212,13 @@ def _per_metric(url: str, a: int, b: int) -> bool:
         st.info(NOT_SCORED, icon=":material/info:")
     overall = summary_table(comp, slice_rows=False)
     num = st.column_config.NumberColumn(format="%.4g")
-    cfg = {c: num for c in ("A", "B", "p (Holm)", "p")}
+    cfg = {c: num for c in ("A", "B")}
     if overall.empty:
         st.caption("The two runs share no scored example.")
     else:
         _headline_cards(overall)
-        st.dataframe(overall, hide_index=True, width="stretch", height="content", column_config=cfg)
+        st.dataframe(_significance_colours(overall), hide_index=True, width="stretch", height="content",
+                     column_config=cfg)
     stored_slices = not comp["stored"].empty and (comp["stored"]["slice"] != "").any()
     by_slice = st.toggle("Per slice (category)", key="cmp_slices",
                          help=None if stored_slices else "Computed from the stored scores when you ask for it.")
@@ -209,7 +230,7 @@ def _per_metric(url: str, a: int, b: int) -> bool:
         if slices.empty:
             st.caption("No slice (category) figures.")
         else:
-            st.dataframe(slices, hide_index=True, width="stretch", column_config=cfg)
+            st.dataframe(_significance_colours(slices), hide_index=True, width="stretch", column_config=cfg)
     return by_slice
 
 

@@ -239,3 +239,15 @@ def test_fmt_delta_signs_every_difference_at_its_metrics_precision(v, scale, tex
 def test_fmt_delta_ci_is_signed_like_the_delta():
     assert _format.fmt_delta_ci(-0.5, 0.25, 1.0) == "[-0.500, +0.250]"
     assert _format.fmt_delta_ci(None, 0.25) == "–"
+
+
+@pytest.mark.parametrize("p, text", [(1 / 1001, "< 0.001"), (0.0009999, "< 0.001"), (0.001, "0.001"),
+                                     (0.01499, "0.015"), (0.4, "0.4"), (None, "–")])
+def test_fmt_p_writes_below_a_thousandth_as_a_bound(p, text):
+    assert _format.fmt_p(p) == text
+
+
+def test_significance_in_words_at_five_percent_after_holm():
+    assert _format.significance(0.0499) == "significant at 5% after Holm"
+    assert _format.significance(0.05) == "not significant"
+    assert _format.significance(None) == ""

@@ -335,6 +335,42 @@ def test_compare_writes_every_delta_and_its_interval_with_its_sign_at_the_metric
     assert rows_cfg and '"format": "%+.' in rows_cfg[0].proto.columns  # the per-example differences are signed too
 
 
+def test_compare_says_significance_in_words_and_p_at_the_resampling_floor_as_below_a_thousandth(
+        tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'store.sqlite'}"
+    engine = db.open_store(url)
+    with db.session_factory(engine).begin() as s:
+        ds = db.get_or_create_dataset(session=s, name="sig.jsonl")
+        a, b = (db.create_run(session=s, name=n, model=n, backend="transformers", dataset_id=ds) for n in "AB")
+        floor = 1 / 1001  # what 1,000 resamples give when no resample is as extreme as the data
+        db.replace_comparisons(session=s, run_a_id=a, run_b_id=b, rows=[
+            dict(metric="bleu", kind="corpus", n=40, value_a=30.0, value_b=20.0, delta=10.0, ci_low=4.0, ci_high=15.0,
+                 p_value=floor, p_holm=3 * floor, wins=0, ties=0, losses=0, method="sacrebleu paired bootstrap"),
+            dict(metric="chrf", kind="mean", n=40, value_a=50.0, value_b=49.0, delta=1.0, ci_low=-1.0, ci_high=3.0,
+                 p_value=0.2, p_holm=0.4, wins=20, ties=5, losses=15, method="paired BCa bootstrap"),
+            dict(metric="rougeL", kind="mean", n=40, value_a=0.5, value_b=0.45, delta=0.05, ci_low=0.01, ci_high=0.09,
+                 p_value=0.012, p_holm=0.024, wins=22, ties=6, losses=12, method="paired BCa bootstrap")])
+    engine.dispose()
+    monkeypatch.setenv("EVAL_DB_URL", url)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("views/compare.py")
+    at.query_params = {"a": str(a), "b": str(b)}
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value.set_index("metric")
+    assert table.loc["bleu", "significance"] == table.loc["rougeL", "significance"] == "significant at 5% after Holm"
+    assert table.loc["chrf", "significance"] == "not significant"
+    assert (table.loc["bleu", "p"], table.loc["bleu", "p (Holm)"]) == ("< 0.001", "0.003")
+    assert (table.loc["rougeL", "p"], table.loc["chrf", "p (Holm)"]) == ("0.012", "0.4")
+    assert pd.isna(table.loc["bleu", "wins"]) and table.loc["chrf", "wins"] == 20  # corpus: no per-example W/T/L
+    badges = sorted(m.value for m in at.markdown if "-badge[" in m.value)  # st.badge is coloured markdown
+    assert len(badges) == 3 and badges[0].startswith(":gray-badge[") and "not significant" in badges[0]
+    assert all(b.startswith(":green-badge[") and "significant at 5% after Holm" in b for b in badges[1:])
+    helps = {m.label: m.help for m in at.metric}
+    assert "no per-example wins, ties or losses" in helps["bleu (corpus): A vs B"]
+    assert "Holm-adjusted p = 0.003" in helps["bleu (corpus): A vs B"]
+
+
 def test_compare_without_stored_rows_says_not_yet_scored(open_app, seeded):
     ids = seeded[1]
     older = ids["candidates"][0]
