@@ -135,9 +135,14 @@ def source_label(text: Any) -> str:
     return re.split(r"[\\/]", s)[-1] if local else s
 
 
+def count(n: int, noun: str, plural: Optional[str] = None) -> str:
+    """"1 example", "1,204 examples": the number and the noun that agrees with it."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def dataset_label(d: dict[str, Any]) -> str:
     """A row of ``db.list_datasets`` as "support-chat.jsonl / test (10 runs)"."""
-    return f"{source_label(d['name'])} / {d['split'] or '-'} ({d['n_runs']} runs)"
+    return f"{source_label(d['name'])} / {d['split'] or '-'} ({count(d['n_runs'], 'run')})"
 
 
 def run_label(runs: pd.DataFrame) -> Callable[[Any], str]:

@@ -29,6 +29,7 @@ from urllib.parse import urlencode, urlsplit
 from sqlalchemy.exc import SQLAlchemyError
 
 import db
+from dashboard import _format as fmt
 
 DEFAULT_BASE_URL = "http://localhost:8501"
 BASE_URL_ENV = "EVAL_DASHBOARD_URL"
@@ -227,9 +228,9 @@ def decision_log_markdown(log: Sequence[Mapping[str, Any]], base: Optional[str] 
     rows = _export_rows(log, base_url(base))
     lines = [f"# Decision log: {md_text(title)}", ""]
     current = [r for r in rows if r["current"] == "yes"]
-    lines.append(f"{len(rows)} verdicts given ({len(current)} current) on "
-                 f"{len({(r['run_id'], r['example_id']) for r in rows})} examples by "
-                 f"{len({r['reviewer'] for r in rows})} reviewers.")
+    lines.append(f"{fmt.count(len(rows), 'verdict')} given ({len(current)} current) on "
+                 f"{fmt.count(len({(r['run_id'], r['example_id']) for r in rows}), 'example')} by "
+                 f"{fmt.count(len({r['reviewer'] for r in rows}), 'reviewer')}.")
     lines.append("")
     counts = Counter(r["verdict"] for r in current)
     if counts:

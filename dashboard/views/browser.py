@@ -259,7 +259,7 @@ def _selection(url: str, run_id: int, linked: db.ResultQuery, metrics: list[str]
     query = _sidebar_filters(url, run_id, db.ResultQuery(run_id=run_id, example_ids=linked.example_ids), metrics)
     if query.example_ids:
         i1, i2 = st.columns([4, 1], vertical_alignment="center")
-        i1.info(f"Showing only the {len(query.example_ids)} examples chosen by the link (ids=...).")
+        i1.info(f"Showing only the {fmt.count(len(query.example_ids), 'example')} chosen by the link (ids=...).")
         if i2.button("Show all examples", key="br_clear_ids"):
             query = query.replace(example_ids=None)
     if query != linked:  # the selection changed: back to the first page, no example open
@@ -280,7 +280,7 @@ def _page_of_examples(url: str, run_id: int, query: db.ResultQuery) -> tuple[int
         data = store.load_page(url, query, page - 1, size)
     rows: pd.DataFrame = data["rows"]
     c1, c2, c3, c4 = st.columns([2, 1, 1, 2], vertical_alignment="bottom")
-    c1.markdown(f"**{total:,}** examples match · page {page} of {pages}")
+    c1.markdown(f"**{total:,}** {'example matches' if total == 1 else 'examples match'} · page {page} of {pages}")
     page = c2.number_input("Page", min_value=1, step=1, key="br_page")
     size = c3.selectbox("Per page", links.PAGE_SIZES, key="br_size")
     c4.download_button("Export the selection to CSV", data=store.export_csv(url, query),

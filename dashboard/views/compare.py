@@ -249,7 +249,7 @@ def _scatter_region(url: str, a: int, b: int, metric: str) -> tuple[dict[str, An
         cells["side"] = ["A higher" if x > y else "B higher" if y > x else "equal"
                          for x, y in zip(cells["value_a"], cells["value_b"])]
         how = (f"binned on a {60}x{60} grid" if grid["width"] else "exact values")
-        st.caption(f"{grid['n']:,} examples scored in both runs ({how}; dot size = examples). "
+        st.caption(f"{fmt.count(grid['n'], 'example')} scored in both runs ({how}; dot size = examples). "
                    "Drag a rectangle to list the examples in it.")
         nonce = st.session_state.setdefault("_cmp_chart_nonce", 0)
         event = st.altair_chart(_scatter(cells, grid["lo"], grid["hi"], metric), on_select="rerun",
@@ -314,7 +314,7 @@ def _example_table(url: str, a: int, b: int, metric: str, box: Optional[db.Box],
         page = st.session_state["cmp_page"] = pages
         data = load(page)
     g1, g2 = st.columns([3, 1], vertical_alignment="bottom")
-    g1.markdown(f"**{data['total']:,}** examples · page {page} of {pages}")
+    g1.markdown(f"**{data['total']:,}** {'example' if data['total'] == 1 else 'examples'} · page {page} of {pages}")
     page = g2.number_input("Page", min_value=1, step=1, key="cmp_page")
     rows: pd.DataFrame = data["rows"]
     ids: list[int] = []

@@ -163,7 +163,7 @@ def _confidence(url: str, run_id: int, conf: str, metric: str, thr: float, hib: 
     df = pd.DataFrame(sample["rows"])
     left, right = st.columns(2)
     with left:
-        st.text(f"{len(df):,} of {sample['n']:,} examples (a fixed sample)")
+        st.text(f"{len(df):,} of {fmt.count(sample['n'], 'example')} (a fixed sample)")
         st.altair_chart(alt.Chart(df).mark_circle(size=30, opacity=0.5).encode(
             x=alt.X("x:Q", title="confidence"), y=alt.Y("y:Q", title=metric),
             tooltip=[alt.Tooltip("example_id:Q", title="example"), alt.Tooltip("x:Q", format=".3f"),
@@ -189,7 +189,7 @@ def _confidence(url: str, run_id: int, conf: str, metric: str, thr: float, hib: 
     if not sure.empty:
         n = int(sure["n"].sum())
         failing = int(round(float((sure["n"] * (1 - sure["pass_share"])).sum())))
-        st.text(f"In the top 30% of the confidence range: {n} examples, {failing} of them fail the threshold.")
+        st.text(f"In the top 30% of the confidence range: {fmt.count(n, 'example')}, {failing} of them fail the threshold.")
         lo_conf = float(sure["bin_lo"].min())
         rng = (f"perplexity::{1 / lo_conf:.6g}" if invert and lo_conf > 0 else f"{source}:{lo_conf:.6g}:")
         fail_rng = f"{metric}::{thr:.6g}" if hib else f"{metric}:{thr:.6g}:"
@@ -270,7 +270,7 @@ def _disagreement(url: str, run_id: int, metric: str, m2: str, bounds: dict, inf
         y_max = c2.number_input("Other metric at most", value=float(round(by[0] + 0.25 * (by[1] - by[0]), 4)),
                                 key=f"errors_ymax_{m2}")
         d = load_disagreements(url, run_id, metric, m2, float(x_min), float(y_max))
-        st.text(f"{d['total']:,} examples score high on {metric} but low on {m2} (largest gap first)")
+        st.text(f"{d['total']:,} {'example scores' if d['total'] == 1 else 'examples score'} high on {metric} but low on {m2} (largest gap first)")
         if d["rows"]:
             df = pd.DataFrame(d["rows"])
             df["open"] = [browser_link({"run": run_id, "ex": e}) for e in df["example_id"]]

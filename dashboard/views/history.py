@@ -274,7 +274,7 @@ def _flaky(url: str, v: _Versions, rule: _PassRule, link_base: dict[str, Any]) -
         st.info("Needs at least three versions.")
         return
     fl = load_flaky(url, tuple(v.ids), rule.metric, rule.threshold, rule.higher_is_better)
-    st.text(f"{fl['total']} examples flip between pass and fail at least twice over the versions "
+    st.text(f"{fl['total']} {'example flips' if fl['total'] == 1 else 'examples flip'} between pass and fail at least twice over the versions "
             "(pattern: P pass, F fail, . not scored; oldest version first)")
     if fl["rows"]:
         df = pd.DataFrame(fl["rows"])

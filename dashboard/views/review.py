@@ -267,7 +267,7 @@ def _queue(url: str, view: dict[str, Any], query: db.ResultQuery, run: dict[str,
         load_queue.clear()
         st.rerun()
     st.text(f"run #{run['id']} {run['name']} · {run['dataset']}/{run['split'] or '-'} · "
-            f"{total:,} examples match" + (f" (the first {len(queue):,} are queued)" if total > len(queue) else ""))
+            f"{total:,} {'example matches' if total == 1 else 'examples match'}" + (f" (the first {len(queue):,} are queued)" if total > len(queue) else ""))
     return queue
 
 

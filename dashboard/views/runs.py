@@ -73,7 +73,7 @@ def _rejected_rows(url: str, run_id: int, run_label: str) -> None:
     if rows.empty:
         st.info("This run's dataset had no rejected rows.")
         return
-    st.caption(f"{len(rows)} rows did not become examples; each reason gives the row and, for JSONL, the line. "
+    st.caption(f"{fmt.count(len(rows), 'row')} did not become examples; each reason gives the row and, for JSONL, the line. "
                f"The same list: `python -m evaluator rejected {run_id}`.")
     st.dataframe(rows, hide_index=True, width="stretch", key="runs_rejected", column_config={
         "row_index": st.column_config.NumberColumn("row", format="%d"),
@@ -184,7 +184,7 @@ def _filtered(runs: pd.DataFrame, f: _Filters) -> pd.DataFrame:
 
 def _runs_list(runs: pd.DataFrame, aggs: pd.DataFrame, show: list[str]) -> None:
     """4. render: the runs that match, one row each, a row click opens the run below."""
-    st.subheader(f"{len(runs)} runs")
+    st.subheader(fmt.count(len(runs), "run"))
     running = runs[runs["status"] == "running"]
     if not running.empty:
         st.info(f"{len(running)} run(s) still being written: their counts grow as results arrive "

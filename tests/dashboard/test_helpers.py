@@ -251,3 +251,9 @@ def test_significance_in_words_at_five_percent_after_holm():
     assert _format.significance(0.0499) == "significant at 5% after Holm"
     assert _format.significance(0.05) == "not significant"
     assert _format.significance(None) == ""
+
+
+def test_count_agrees_the_noun_with_the_number():
+    assert [_format.count(n, "example") for n in (0, 1, 2, 1204)] == [
+        "0 examples", "1 example", "2 examples", "1,204 examples"]
+    assert _format.count(1, "query", "queries") == "1 query" and _format.count(3, "query", "queries") == "3 queries"

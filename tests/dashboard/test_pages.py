@@ -237,7 +237,7 @@ def test_search_with_sql_metacharacters_is_literal(open_app, seeded, needle):
     assert not at.exception
     expected = _python_matches(url, ids["latest"], needle)
     assert expected > 0
-    assert f"**{expected}** examples match" in at.markdown[0].value
+    assert at.markdown[0].value.startswith(f"**{expected}** example" + ("s match ·" if expected > 1 else " matches ·"))
     assert at.text_input(key="br_text").value == needle
 
 
@@ -250,6 +250,7 @@ def test_verdict_filter(open_app, seeded):
     assert len(at.dataframe[0].value) == 50 and "**57** examples match" in at.markdown[0].value
     at = open_app("views/browser.py", run=str(ids["latest"]), verdict=db.VERDICTS[0])
     assert at.dataframe[0].value["example_id"].tolist() == [ids["hostile_example_ids"][0]]
+    assert at.markdown[0].value.startswith("**1** example matches ·")  # not "1 examples match"
 
 
 def test_example_detail_from_the_link(open_app, seeded):
