@@ -32,6 +32,27 @@ def verdict_text(counts: dict[str, int]) -> str:
     return ", ".join(v if n == 1 else f"{v} ×{n}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def default_run(runs: pd.DataFrame) -> Optional[int]:
+    """The run a page opens on: the newest finished candidate (a run that is no other run's baseline),
+    else the newest finished run, else the newest run."""
+    if runs.empty:
+        return None
+    runs = runs.sort_values(["created_at", "id"], ascending=False)
+    finished = runs[runs["status"] == "finished"]
+    for pool in (finished[finished["baseline_for_id"].isna()], finished, runs):
+        if not pool.empty:
+            return int(pool.iloc[0]["id"])
+    return None
+
+
+def own_baseline(runs: pd.DataFrame, run_id: Optional[int]) -> Optional[int]:
+    """The newest run evaluated as ``run_id``'s baseline (None when it has none)."""
+    if run_id is None or runs.empty:
+        return None
+    mine = runs[runs["baseline_for_id"] == run_id].sort_values(["created_at", "id"], ascending=False)
+    return int(mine.iloc[0]["id"]) if not mine.empty else None
+
+
 def default_pair(runs: pd.DataFrame) -> tuple[Optional[int], Optional[int]]:
     """Default (A, B) to compare: the latest candidate that has a baseline and its newest baseline;
     else the two latest runs on the dataset of the latest run; else what exists."""

@@ -14,9 +14,11 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping, Optional
 
+import pandas as pd
 import streamlit as st
 
 import db
+from dashboard import _format as fmt
 
 PAGE_SIZES = (25, 50, 100)
 BROWSER_PAGE = "views/browser.py"
@@ -116,6 +118,15 @@ def sync_widgets(page: str, seeds: Mapping[str, Any]) -> None:
     for key, value in seeds.items():
         if external or key not in st.session_state:
             st.session_state[key] = value
+
+
+def baseline_follower(runs: pd.DataFrame, a_key: str, b_key: str) -> Callable[[], None]:
+    """on_change of a "run A" picker: run B becomes A's own baseline, when A has one (else B stays)."""
+    def follow() -> None:
+        own = fmt.own_baseline(runs, st.session_state.get(a_key))
+        if own is not None:
+            st.session_state[b_key] = own
+    return follow
 
 
 def row_picker(table_key: str, ids_key: str, target_key: str) -> Callable[[], None]:

@@ -200,11 +200,10 @@ def _detail(url: str, run_id: int, example_id: int) -> None:
 
 
 def _linked_query(p: dict[str, Any], all_runs: pd.DataFrame) -> tuple[db.ResultQuery, Optional[int]]:
-    """The selection of the link, and the run it named when that run is not in the store (the latest
-    finished run is shown instead)."""
+    """The selection of the link, and the run it named when that run is not in the store (the newest
+    candidate is shown instead)."""
     run_ids = [int(i) for i in all_runs["id"]]
-    finished = all_runs[all_runs["status"] == "finished"]
-    default_run = int(finished.iloc[0]["id"]) if not finished.empty else run_ids[0]  # the latest finished run
+    default_run = fmt.default_run(all_runs)
     try:
         linked = links.filters_from_params(p)
     except ValueError:
@@ -335,7 +334,7 @@ def main() -> None:
     _seed_widgets(url, p, linked)
     st.title("Example browser")
     if missing_run is not None:
-        st.warning(f"Run #{missing_run} is not in this store; showing the latest run instead.")
+        st.warning(f"Run #{missing_run} is not in this store; showing the newest candidate run instead.")
     run_id, metrics = _pick_run(url, all_runs, linked)
     query = _selection(url, run_id, linked, metrics)
     page, size = _page_of_examples(url, run_id, query)

@@ -171,7 +171,7 @@ def _seed_widgets(url: str, p: dict[str, Any], all_runs: pd.DataFrame) -> None:
     run_ids = [int(i) for i in all_runs["id"]]
     da, dbb = fmt.default_pair(all_runs)
     a = links.param_int(p, "a", da)
-    b = links.param_int(p, "b", dbb)
+    b = links.param_int(p, "b", fmt.own_baseline(all_runs, a) if "a" in p else dbb)
     a = a if a in run_ids else da
     b = b if b in run_ids else dbb
     metrics_a = store.load_run_metrics(url, a) if a is not None else []
@@ -195,7 +195,8 @@ def _pick_runs(all_runs: pd.DataFrame) -> tuple[int, int]:
     run_ids = [int(i) for i in all_runs["id"]]
     label = fmt.run_label(all_runs)
     k1, k2 = st.columns(2)
-    a = k1.selectbox("Run A (candidate)", run_ids, key="cmp_a", format_func=label)
+    a = k1.selectbox("Run A (candidate)", run_ids, key="cmp_a", format_func=label,
+                     on_change=links.baseline_follower(all_runs, "cmp_a", "cmp_b"))
     b = k2.selectbox("Run B (baseline)", run_ids, key="cmp_b", format_func=label)
     if a == b:
         st.warning("Choose two different runs.")
@@ -384,7 +385,7 @@ def main() -> None:
     # widgets -> link (values equal to the defaults are left out, so a plain link stays plain)
     da, dbb = fmt.default_pair(all_runs)
     links.write_params({
-        "a": a if a != da else None, "b": b if b != dbb else None,
+        "a": a if a != da else None, "b": b if (a, b) != (da, dbb) else None,  # b goes with a
         "metric": metric if metric != shared_metrics[0] else None,
         "order": f.order if f.order != "abs_desc" else None, "thr": f.thr, "flips": f.flips,
         "category": f.category, "page": page if page > 1 else None, "box": box_param(box), "ex": ex,

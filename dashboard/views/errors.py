@@ -323,13 +323,14 @@ class _Linked:
     conf: Optional[str]
 
 
-def _seed_widgets(url: str, p: dict[str, Any], run_ids: list[int]) -> _Linked:
+def _seed_widgets(url: str, p: dict[str, Any], runs: pd.DataFrame) -> _Linked:
     """1. link -> widgets."""
+    run_ids = [int(i) for i in runs["id"]]
     run_id = links.param_int(p, "run")
     if run_id not in run_ids:
         if run_id is not None:
-            st.warning(f"Run #{run_id} is not in this store; showing the latest run.")
-        run_id = run_ids[0]
+            st.warning(f"Run #{run_id} is not in this store; showing the newest candidate run.")
+        run_id = fmt.default_run(runs)
     metrics = store.load_run_metrics(url, run_id)
     conf_options = [*metrics, *([INVERSE_PPL] if "perplexity" in metrics else [])]
     default_conf = "confidence" if "confidence" in metrics else (INVERSE_PPL if "perplexity" in metrics else None)
@@ -424,13 +425,13 @@ def _section(url: str, p: dict[str, Any], shown: list[int], names: dict[int, str
 def main() -> None:
     url = store.require_store()
     p = links.params()
-    runs = store.load_runs(url)["runs"]
+    runs = store.load_run_index(url)  # the list of runs only: counting their results is the runs page's work
     st.title("Error analysis")
     if runs.empty:
         st.info("This store has no runs yet: evaluate a model first (`python -m evaluator run ...`).")
         st.stop()
     run_ids = [int(i) for i in runs["id"]]
-    linked = _seed_widgets(url, p, run_ids)
+    linked = _seed_widgets(url, p, runs)
 
     # 2. widgets
     label = fmt.run_label(runs)

@@ -136,7 +136,8 @@ def _seed_widgets(p: dict[str, Any], data: _Store) -> None:
     """1. link -> widgets."""
     metrics, run_ids, ds_ids = data.metrics, data.run_ids, data.ds_ids
     default_a, default_b = fmt.default_pair(data.runs)
-    a, b = links.param_int(p, "a", default_a), links.param_int(p, "b", default_b)
+    a = links.param_int(p, "a", default_a)
+    b = links.param_int(p, "b", fmt.own_baseline(data.runs, a) if "a" in p else default_b)
     dataset = links.param_int(p, "dataset")
     trend_ds = links.param_int(p, "tds") or dataset or data.latest_dataset
     trend_metric = links.param_str(p, "metric")
@@ -273,7 +274,7 @@ def _compare_pick(data: _Store) -> tuple[Optional[int], Optional[int]]:
     label = fmt.run_label(data.runs)
     k1, k2, k3 = st.columns([3, 3, 2], vertical_alignment="bottom")
     a = k1.selectbox("Run A (candidate)", [None, *data.run_ids], key="runs_a", format_func=label,
-                     placeholder="choose run A")
+                     placeholder="choose run A", on_change=links.baseline_follower(data.runs, "runs_a", "runs_b"))
     b = k2.selectbox("Run B (baseline)", [None, *data.run_ids], key="runs_b", format_func=label,
                      placeholder="choose run B")
     if a is not None and b is not None and a != b:
@@ -306,7 +307,8 @@ def main() -> None:
         "show": f.show if f.show != metrics[:4] else None,
         "tds": trend_ds if trend_ds != (f.dataset or data.latest_dataset) else None,
         "metric": trend_metric if trend_metric != (metrics[0] if metrics else None) else None,
-        "a": a if a != default_a else None, "b": b if b != default_b else None,
+        # b goes with a: a link naming only a opens b on a's own baseline
+        "a": a if a != default_a else None, "b": b if (a, b) != (default_a, default_b) else None,
         "rejected": rejected_of,
     }, page=PAGE)
 

@@ -600,3 +600,63 @@ def test_compare_headline_cards_show_the_deltas(open_app, seeded):
         row = rows.iloc[0]
         assert card.value == f"{row['A']:.3g} vs {row['B']:.3g}"
         assert card.delta.startswith(row["delta (A - B)"] + ", 95% CI [")
+
+
+# ---------------------------------------------------------------- defaults: candidates and their own baselines
+
+
+@pytest.fixture(scope="module")
+def paired_store(tmp_path_factory):
+    """Two candidates, each evaluated before its own baseline (as `run --baseline` does): the newest run
+    of the store is a baseline."""
+    import datetime as dt
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('pairs') / 'store.sqlite'}"
+    engine = db.open_store(url)
+    ids = {}
+    with db.session_factory(engine).begin() as s:
+        ds = db.get_or_create_dataset(session=s, name="pairs.jsonl")
+        keys = db.upsert_examples(session=s, dataset_id=ds, examples=[
+            dict(key=f"k{i}", row_index=i, messages=[{"role": "user", "content": f"q{i}"}], reference=f"r{i}")
+            for i in range(4)])
+        for step, (name, of) in enumerate([("cand-v1", None), ("base-for-v1", "cand-v1"),
+                                           ("cand-v2", None), ("base-for-v2", "cand-v2")]):
+            ids[name] = db.create_run(session=s, name=name, model=name, backend="transformers", dataset_id=ds,
+                                      baseline_for_id=ids.get(of))
+            db.insert_results(session=s, run_id=ids[name], results=[
+                dict(example_id=keys[f"k{i}"], output="o", output_tokens=1, finish_reason="stop",
+                     metrics={"bleu": float(10 * i + step)}) for i in range(4)])
+            when = dt.datetime(2026, 11, 1, 9, step)
+            db.update_run(session=s, run_id=ids[name], status="finished", created_at=when, updated_at=when)
+    engine.dispose()
+    return url, ids
+
+
+def _app(url, monkeypatch, page=None, **params):
+    monkeypatch.setenv("EVAL_DB_URL", url)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    if page:
+        at.switch_page(page)
+    at.query_params = params
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.mark.parametrize("page, key", [("views/browser.py", "br_run"), ("views/errors.py", "errors_run")])
+def test_pages_open_on_the_newest_candidate_not_the_newest_baseline(paired_store, monkeypatch, page, key):
+    url, ids = paired_store
+    assert _app(url, monkeypatch, page).selectbox(key=key).value == ids["cand-v2"]
+
+
+@pytest.mark.parametrize("page, a_key, b_key", [(None, "runs_a", "runs_b"), ("views/compare.py", "cmp_a", "cmp_b")])
+def test_picking_a_candidate_pairs_it_with_its_own_baseline(paired_store, monkeypatch, page, a_key, b_key):
+    url, ids = paired_store
+    at = _app(url, monkeypatch, page)
+    assert (at.selectbox(key=a_key).value, at.selectbox(key=b_key).value) == (ids["cand-v2"], ids["base-for-v2"])
+    at.selectbox(key=a_key).set_value(ids["cand-v1"]).run()
+    assert at.selectbox(key=b_key).value == ids["base-for-v1"]
+    assert (at.query_params["a"], at.query_params["b"]) == (str(ids["cand-v1"]), str(ids["base-for-v1"]))
+    # a link that names only run A opens B on A's own baseline
+    at = _app(url, monkeypatch, page, a=str(ids["cand-v1"]))
+    assert at.selectbox(key=b_key).value == ids["base-for-v1"]
