@@ -236,6 +236,12 @@ def load_bounds(url: str, run_id: int, metrics: tuple[str, ...]) -> dict[str, tu
 
 
 @cached
+def load_thresholds(url: str, dataset_id: int) -> dict[str, dict[str, Any]]:
+    """Metric -> {"threshold", "set_by", "updated_at"}: the pass thresholds the team stored for a dataset."""
+    return read(url, db.pass_thresholds, dataset_id=int(dataset_id))
+
+
+@cached
 
 
 def load_page(url: str, query: db.ResultQuery, page: int, page_size: int) -> dict[str, Any]:

@@ -25,7 +25,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "db._models": (
         "Aggregate", "Annotation", "Base", "Comparison", "Dataset", "ExampleRow", "Metric", "MetricColumn",
-        "MetricValue", "RejectedRow", "Result", "Run", "SavedView",
+        "MetricValue", "PassThreshold", "RejectedRow", "Result", "Run", "SavedView",
     ),
     "db._query": (
         "SORT_COLUMNS", "MetricRange", "ResultPage", "ResultQuery", "count_results", "dataset_of_run",
@@ -34,7 +34,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "db._query_dashboard": (
         "COMPARE_ORDERS", "Box", "annotations_of", "compare_examples", "delta_by_slice", "list_datasets",
-        "metric_bounds", "metric_info", "paired_grid", "run_index",
+        "metric_bounds", "metric_info", "paired_grid", "pass_thresholds", "run_index",
     ),
     "db._query_errors": (
         "DEFAULT_LENGTH_EDGES", "LENGTH_MEASURES", "failure_summary", "length_sample", "metric_by_length",
@@ -66,7 +66,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "db._write": (
         "AnnotationError", "add_annotation", "add_rejected", "create_run", "get_or_create_dataset",
         "insert_results", "metric_ids", "replace_aggregates", "replace_comparisons", "replace_metric_values",
-        "save_view", "update_run", "upsert_examples",
+        "save_view", "set_pass_threshold", "update_run", "upsert_examples",
     ),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}

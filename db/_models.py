@@ -291,3 +291,19 @@ class SavedView(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_by: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class PassThreshold(Base):
+    """The value at which a metric passes on a dataset, one per (dataset, metric), set by the team and used
+    by every page that speaks of pass and fail (error analysis, history, compare's flips). A result passes
+    when its value is on the metric's good side of the threshold (>= when higher is better, else <=)."""
+
+    __tablename__ = "pass_thresholds"
+    __table_args__ = (UniqueConstraint("dataset_id", "metric"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    metric: Mapped[str] = mapped_column(String(100))
+    threshold: Mapped[float] = mapped_column(Float)
+    set_by: Mapped[str] = mapped_column(String(200), default="")
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -14,7 +14,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, aliased
 
 from db._columns import paired_metric
-from db._models import Annotation, Dataset, ExampleRow, Metric, MetricValue, Result, Run
+from db._models import Annotation, Dataset, ExampleRow, Metric, MetricValue, PassThreshold, Result, Run
 from db._query import _metric_id_map, run_metric_names
 
 # Orders of compare_examples: the difference is value A - value B.
@@ -48,6 +48,14 @@ def list_datasets(*, session: Session) -> list[dict[str, Any]]:
 def metric_info(*, session: Session) -> dict[str, Optional[bool]]:
     """Metric name -> higher_is_better (None when the writer did not say)."""
     return dict(session.execute(select(Metric.name, Metric.higher_is_better).order_by(Metric.name)).all())
+
+
+def pass_thresholds(*, session: Session, dataset_id: int) -> dict[str, dict[str, Any]]:
+    """Metric -> {"threshold", "set_by", "updated_at"}: the pass thresholds stored for a dataset."""
+    rows = session.execute(select(PassThreshold.metric, PassThreshold.threshold, PassThreshold.set_by,
+                                  PassThreshold.updated_at).where(PassThreshold.dataset_id == dataset_id)
+                           .order_by(PassThreshold.metric))
+    return {m: dict(threshold=float(t), set_by=by, updated_at=at) for m, t, by, at in rows}
 
 
 def metric_bounds(*, session: Session, run_id: int, metrics: list[str]) -> dict[str, tuple[float, float]]:

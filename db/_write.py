@@ -5,6 +5,7 @@ caller's transaction; ORM ``add_all`` is several times slower for this.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from sqlalchemy import delete, func, insert, select, text, update
@@ -19,6 +20,7 @@ from db._models import (
     ExampleRow,
     Metric,
     MetricValue,
+    PassThreshold,
     RejectedRow,
     Result,
     Run,
@@ -303,3 +305,27 @@ def save_view(*, session: Session, name: str, params: Mapping[str, Any], created
     session.add(view)
     session.flush()
     return view.id
+
+
+def set_pass_threshold(*, session: Session, dataset_id: int, metric: str, threshold: Optional[float],
+                       set_by: str = "") -> None:
+    """Set (or, with ``threshold=None``, remove) the pass threshold of ``metric`` on a dataset; the
+    identity that set it is kept with it."""
+    metric = (metric or "").strip()
+    if not metric:
+        raise ValueError("a pass threshold needs a metric")
+    if threshold is not None and not math.isfinite(float(threshold)):
+        raise ValueError(f"a pass threshold must be a finite number, not {threshold!r}")
+    existing = session.scalar(select(PassThreshold).where(PassThreshold.dataset_id == dataset_id,
+                                                          PassThreshold.metric == metric))
+    if threshold is None:
+        if existing is not None:
+            session.delete(existing)
+            session.flush()
+        return
+    if existing is None:
+        session.add(PassThreshold(dataset_id=dataset_id, metric=metric, threshold=float(threshold), set_by=set_by,
+                                  updated_at=utcnow()))
+    else:
+        existing.threshold, existing.set_by, existing.updated_at = float(threshold), set_by, utcnow()
+    session.flush()

@@ -19,6 +19,7 @@ import db
 from dashboard import _format as fmt
 from dashboard import _links as links
 from dashboard import _store as store
+from dashboard import _threshold as threshold
 
 PAGE = "compare"
 PAGE_SIZE = 25
@@ -278,15 +279,17 @@ class _ExampleFilters:
     category: Optional[str]
 
 
-def _example_filters(url: str, a: int, grid: dict[str, Any]) -> _ExampleFilters:
-    lo, hi = grid["lo"], grid["hi"]
-    default_thr = 0.5 if lo is not None and lo >= 0 and hi <= 1 else (
-        round((lo + hi) / 2, 4) if lo is not None else 0.5)
+def _example_filters(url: str, a: int, dataset_id: int, metric: str, grid: dict[str, Any]) -> _ExampleFilters:
+    stored = store.load_thresholds(url, dataset_id).get(metric)
+    default_thr = stored["threshold"] if stored else threshold.proposed(
+        (grid["lo"], grid["hi"]) if grid["lo"] is not None else None)
     f1, f2, f3, f4 = st.columns([3, 1, 1, 2], vertical_alignment="bottom")
     order = f1.selectbox("Order", list(ORDERS), key="cmp_order", format_func=ORDERS.get)
     thr = f2.number_input("Pass threshold", key="cmp_thr", format="%g", placeholder=f"{default_thr:g}",
-                          help="An example passes when its value is at least this (at most, for lower-is-better "
-                               "metrics the direction does not matter: a flip is a pass in one run and not the other).")
+                          help=("The dataset's stored pass threshold" if stored else
+                                "No pass threshold is stored for this dataset and metric: proposed") +
+                               f" {default_thr:g} (error analysis and history use the same). A flip is a pass in "
+                               "one run and not in the other.")
     flips = f3.toggle("Only flips", key="cmp_flips")
     categories = store.load_categories(url, a)
     if st.session_state.get("cmp_category") not in (None, *categories):
@@ -377,7 +380,8 @@ def main() -> None:
     st.subheader("Per example")
     metric = st.selectbox("Metric", shared_metrics, key="cmp_metric")
     grid, box = _scatter_region(url, a, b, metric)
-    f = _example_filters(url, a, grid)
+    dataset_id = int(all_runs.loc[all_runs["id"] == a, "dataset_id"].iloc[0])
+    f = _example_filters(url, a, dataset_id, metric, grid)
     scale = max(abs(grid["lo"]), abs(grid["hi"])) if grid["lo"] is not None else None
     page = _example_table(url, a, b, metric, box, f, scale)
     ex = _open_example(url, a, b)

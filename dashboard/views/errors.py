@@ -24,6 +24,7 @@ from dashboard import _format as fmt
 from dashboard import _links as links
 from dashboard import _review as review
 from dashboard import _store as store
+from dashboard import _threshold as threshold
 
 PAGE = "errors"
 INVERSE_PPL = "1/perplexity"
@@ -108,16 +109,6 @@ def failure_rows(summary: list[dict[str, Any]], names: dict[int, str]) -> pd.Dat
                              category="(all)" if s["scope"] == "all" else cat, kind=kind, count=count, n=s["n"],
                              share=count / s["n"] if s["n"] else 0.0, examples=browser_link(params)))
     return pd.DataFrame(rows, columns=["run", "run_id", "category", "kind", "count", "n", "share", "examples"])
-
-
-def default_threshold(bounds: Optional[tuple[float, float]]) -> float:
-    """0.5 for metrics in [0, 1]; else the middle of the run's range."""
-    if bounds is None:
-        return 0.5
-    lo, hi = bounds
-    if lo >= 0.0 and hi <= 1.0:
-        return 0.5
-    return round((lo + hi) / 2, 4)
 
 
 def _hist_chart(h: dict[str, Any], names: dict[int, str], metric: str) -> alt.Chart:
@@ -365,7 +356,8 @@ class _PassRule:
     bounds: dict[str, tuple[float, float]]  # the run's range of each metric
 
 
-def _pass_rule(url: str, p: dict[str, Any], run_id: int, metrics: list[str], linked: _Linked) -> _PassRule:
+def _pass_rule(url: str, p: dict[str, Any], runs: pd.DataFrame, run_id: int, metrics: list[str],
+               linked: _Linked) -> _PassRule:
     if st.session_state.get("errors_metric") not in metrics:
         quality = linked.quality
         st.session_state["errors_metric"] = quality[0] if quality and quality[0] in metrics else metrics[0]
@@ -373,12 +365,10 @@ def _pass_rule(url: str, p: dict[str, Any], run_id: int, metrics: list[str], lin
     bounds = store.load_bounds(url, run_id, tuple(metrics))
     c3, c4 = st.columns(2)
     metric = c3.selectbox("Quality metric", metrics, key="errors_metric")
-    hib = info.get(metric) is not False
-    default = default_threshold(bounds.get(metric))
-    thr = links.param_float(p, "thr") if links.param_str(p, "metric") == metric else None
-    thr = c4.number_input("Pass threshold (value " + ("≥" if hib else "≤") + " threshold passes)",
-                          value=float(thr if thr is not None else default), key=f"errors_thr_{metric}")
-    return _PassRule(metric, hib, float(thr), default, info, bounds)
+    dataset_id = int(runs.loc[runs["id"] == run_id, "dataset_id"].iloc[0])
+    rule = threshold.pass_rule(c4, url, p, dataset_id=dataset_id, metric=metric,
+                               higher_is_better=info.get(metric) is not False, bounds=bounds.get(metric), key="errors")
+    return _PassRule(metric, rule.higher_is_better, rule.threshold, rule.default, info, bounds)
 
 
 def _pass_rate_cards(url: str, shown: list[int]) -> None:
@@ -444,7 +434,7 @@ def main() -> None:
         st.info("This run has no metric values yet.")
         links.write_params({"run": run_id}, page=PAGE)
         return
-    rule = _pass_rule(url, p, run_id, metrics, linked)
+    rule = _pass_rule(url, p, runs, run_id, metrics, linked)
     shown = [run_id] + ([vs] if vs is not None else [])
     _pass_rate_cards(url, shown)
     names = {int(r.id): f"#{r.id} {r.name}" for r in runs.itertuples()}

@@ -22,6 +22,7 @@ from dashboard import _format as fmt
 from dashboard import _links as links
 from dashboard import _review as review
 from dashboard import _store as store
+from dashboard import _threshold as threshold
 
 PAGE = "history"
 ALL = "*"
@@ -210,16 +211,8 @@ def _pick_versions(url: str, ds_ids: list[int], ds_label: dict[int, str]) -> _Ve
     return _Versions(dataset_id, family, runs, runs if family == ALL else runs[runs["family"] == family])
 
 
-@dataclass
-class _PassRule:
-    metric: str
-    higher_is_better: bool
-    threshold: float
-    default: float  # the threshold the page proposes (left out of the link when unchanged)
-
-
-def _pass_rule(url: str, p: dict[str, Any], v: _Versions, metrics: list[str]) -> _PassRule:
-    """The metric and the threshold that decide pass or fail."""
+def _pass_rule(url: str, p: dict[str, Any], v: _Versions, metrics: list[str]) -> threshold.PassRule:
+    """The metric and the threshold that decide pass or fail: the dataset's stored threshold."""
     metric = links.param_str(p, "metric")
     if st.session_state.get("history_metric") not in metrics:
         st.session_state["history_metric"] = metric if metric in metrics else metrics[0]
@@ -227,15 +220,11 @@ def _pass_rule(url: str, p: dict[str, Any], v: _Versions, metrics: list[str]) ->
     metric = c3.selectbox("Metric", metrics, key="history_metric")
     hib = store.load_metric_info(url).get(metric) is not False
     bounds = store.load_bounds(url, v.latest, (metric,)).get(metric)
-    default = 0.5 if bounds is None or (bounds[0] >= 0 and bounds[1] <= 1) else round(sum(bounds) / 2, 4)
-    linked_thr = links.param_float(p, "thr") if links.param_str(p, "metric") == metric else None
-    thr = float(c4.number_input("Pass threshold (value " + ("≥" if hib else "≤") + " threshold passes)",
-                                value=float(linked_thr if linked_thr is not None else default),
-                                key=f"history_thr_{metric}"))
-    return _PassRule(metric, hib, thr, default)
+    return threshold.pass_rule(c4, url, p, dataset_id=v.dataset_id, metric=metric, higher_is_better=hib,
+                               bounds=bounds, key="history")
 
 
-def _broken_and_fixed(url: str, p: dict[str, Any], v: _Versions, rule: _PassRule,
+def _broken_and_fixed(url: str, p: dict[str, Any], v: _Versions, rule: threshold.PassRule,
                       link_base: dict[str, Any]) -> tuple[Optional[int], Optional[int]]:
     """What passed in one version and fails in a later one, and the reverse. Returns (before, after)."""
     st.subheader("Newly broken and newly fixed")
@@ -268,7 +257,7 @@ def _broken_and_fixed(url: str, p: dict[str, Any], v: _Versions, rule: _PassRule
     return a, b
 
 
-def _flaky(url: str, v: _Versions, rule: _PassRule, link_base: dict[str, Any]) -> None:
+def _flaky(url: str, v: _Versions, rule: threshold.PassRule, link_base: dict[str, Any]) -> None:
     st.subheader("Flaky examples")
     if len(v.ids) < 3:
         st.info("Needs at least three versions.")

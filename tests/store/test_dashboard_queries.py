@@ -153,3 +153,28 @@ def test_datasets_without_runs_are_listed_last(any_engine):
         db.create_run(session=s, name="r", model="m", backend="transformers", dataset_id=used)
     with Session() as s:
         assert [(d["id"], d["n_runs"]) for d in db.list_datasets(session=s)] == [(used, 1), (empty, 0)]
+
+
+def test_a_pass_threshold_is_one_per_dataset_and_metric_and_keeps_who_set_it(any_engine):
+    Session = db.session_factory(any_engine)
+    with Session.begin() as s:
+        d1 = db.get_or_create_dataset(session=s, name="a.jsonl")
+        d2 = db.get_or_create_dataset(session=s, name="b.jsonl")
+        db.set_pass_threshold(session=s, dataset_id=d1, metric="bleu", threshold=30, set_by="ann")
+        db.set_pass_threshold(session=s, dataset_id=d1, metric="rougeL", threshold=0.4, set_by="ann")
+        db.set_pass_threshold(session=s, dataset_id=d2, metric="bleu", threshold=55.5, set_by="bob")
+    with Session.begin() as s:
+        db.set_pass_threshold(session=s, dataset_id=d1, metric="bleu", threshold=35, set_by="bob")  # replaces
+    with Session() as s:
+        one, two = db.pass_thresholds(session=s, dataset_id=d1), db.pass_thresholds(session=s, dataset_id=d2)
+    assert {m: (t["threshold"], t["set_by"]) for m, t in one.items()} == {"bleu": (35.0, "bob"), "rougeL": (0.4, "ann")}
+    assert {m: t["threshold"] for m, t in two.items()} == {"bleu": 55.5}
+    with Session.begin() as s:
+        db.set_pass_threshold(session=s, dataset_id=d1, metric="bleu", threshold=None)  # removes
+        for bad in (math.nan, math.inf):
+            with pytest.raises(ValueError, match="finite"):
+                db.set_pass_threshold(session=s, dataset_id=d1, metric="bleu", threshold=bad)
+        with pytest.raises(ValueError, match="metric"):
+            db.set_pass_threshold(session=s, dataset_id=d1, metric=" ", threshold=1.0)
+    with Session() as s:
+        assert set(db.pass_thresholds(session=s, dataset_id=d1)) == {"rougeL"}

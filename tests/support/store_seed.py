@@ -36,6 +36,7 @@ def seed_minimal(engine, *, n_examples: int = 5) -> dict:
                  p_value=0.01, p_holm=0.02, wins=4, ties=1, losses=0, method="paired bootstrap")])
         db.add_annotation(session=s, run_id=cand, example_id=keys["k1"], reviewer="ann", verdict="pass", comment="ok")
         db.save_view(session=s, name="math fails", params={"run": cand, "category": "math"})
+        db.set_pass_threshold(session=s, dataset_id=ds, metric="bleu", threshold=40.0, set_by="ann")
         db.update_run(session=s, run_id=cand, status="finished")
         db.refresh_metric_columns(session=s, run_id=cand)
         db.refresh_metric_columns(session=s, run_id=base)
