@@ -4,6 +4,7 @@ Pure functions of their arguments (no Streamlit, no store), so they are tested d
 """
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from typing import Any, Callable, Optional
@@ -154,6 +155,17 @@ def source_label(text: Any) -> str:
         return f"{cached.group(1)}/{cached.group(2)}"
     local = s.startswith(("/", "~", "./", "../", "\\")) or re.match(r"^[A-Za-z]:[\\/]", s) or s.count("/") > 1
     return re.split(r"[\\/]", s)[-1] if local else s
+
+
+def unknown_metrics_text(unknown: list[str], metrics: list[str]) -> str:
+    """"'rouge_l' (did you mean 'rougeL'?)" for each unknown metric name, Markdown-escaped (names come
+    from links, typed by people)."""
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, metrics, n=1, cutoff=0.6) or \
+            [m for m in metrics if m.lower().replace("_", "") == name.lower().replace("_", "")]
+        parts.append(f"'{escape_markdown(name)}'" + (f" (did you mean '{escape_markdown(close[0])}'?)" if close else ""))
+    return ", ".join(parts)
 
 
 def count(n: int, noun: str, plural: Optional[str] = None) -> str:

@@ -12,7 +12,7 @@ Pages read in four steps: ``st.query_params`` (this module) -> keyed widgets -> 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import pandas as pd
 import streamlit as st
@@ -193,6 +193,16 @@ def _parse_range(text: str) -> Optional[db.MetricRange]:
             return None
         bounds.append(v if v is None or math.isfinite(v) else None)
     return db.MetricRange(parts[0], bounds[0], bounds[1])
+
+
+def unknown_metrics(query: db.ResultQuery, metrics: list[str], sort_columns: Iterable[str] = ()) -> list[str]:
+    """Metric names in a selection (its ranges and its sort) that the run does not have. A range on one of
+    them selects nothing; a link that names one is a typo to show, not to drop silently."""
+    known = set(metrics)
+    names = [r.metric for r in query.ranges]
+    if query.sort and query.sort not in set(sort_columns):
+        names.append(query.sort)
+    return [m for m in dict.fromkeys(names) if m not in known]
 
 
 def filters_from_params(p: Mapping[str, Any]) -> db.ResultQuery:

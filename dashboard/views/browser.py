@@ -19,7 +19,7 @@ from dashboard import _links as links
 from dashboard import _store as store
 
 PAGE = "browser"
-SORT_EXTRA = {"latency_ms": "latency (ms)", "output_tokens_col": "output tokens", "row": "dataset row"}
+SORT_EXTRA = {"latency_ms": "latency (ms)", "finish_reason": "finish reason", "row": "dataset row"}  # = db.SORT_COLUMNS
 SNIPPET = 160  # characters of prompt/output/reference shown in the table
 MAX_TOKENS_SHOWN = 600
 TOKENS_PER_LINE = 12
@@ -336,6 +336,10 @@ def main() -> None:
     if missing_run is not None:
         st.warning(f"Run #{missing_run} is not in this store; showing the newest candidate run instead.")
     run_id, metrics = _pick_run(url, all_runs, linked)
+    unknown = links.unknown_metrics(linked, metrics, SORT_EXTRA) if run_id == linked.run_id else []
+    if unknown:
+        st.warning(f"This link names metrics run #{run_id} does not have: {fmt.unknown_metrics_text(unknown, metrics)}. "
+                   "They are left out of the filters and the sort.", icon=":material/warning:")
     query = _selection(url, run_id, linked, metrics)
     page, size = _page_of_examples(url, run_id, query)
     ex = _open_example(url, run_id)

@@ -19,6 +19,7 @@ import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
 import db
+from dashboard import _format as fmt
 from dashboard import _links as links
 from dashboard import _review as review
 from dashboard import _store as store
@@ -126,8 +127,8 @@ def _new_queue_section(url: str, p: dict[str, Any], reviewer: str) -> None:
         if linked and "review_new_link" not in st.session_state:
             st.session_state["review_new_link"] = "?" + urlencode(linked, doseq=True)
         link = st.text_input("Example-browser link", key="review_new_link",
-                             placeholder="http://localhost:8501/browser?run=5&range=rouge_l::0.2&category=support")
-        name = st.text_input("Queue name", key="review_new_name", placeholder="v3 low ROUGE support")
+                             placeholder="paste the example browser's address (…/browser?run=…)")
+        name = st.text_input("Queue name", key="review_new_name", placeholder="required: a name for the queue")
         if st.button("Save as a review queue", key="review_new_save", icon=":material/playlist_add:"):
             params = parse_link(link)
             try:
@@ -137,6 +138,13 @@ def _new_queue_section(url: str, p: dict[str, Any], reviewer: str) -> None:
                 return
             if store.load_run(url, query.run_id) is None:
                 st.error(f"run #{query.run_id} is not in this store")
+                return
+            run_metrics = store.load_run_metrics(url, query.run_id)
+            unknown = links.unknown_metrics(query, run_metrics, db.SORT_COLUMNS)
+            if unknown:
+                st.error(f"The filter names metrics run #{query.run_id} does not have: "
+                         f"{fmt.unknown_metrics_text(unknown, run_metrics)}. The queue would hold no example: "
+                         "correct the link first.")
                 return
             if not name.strip():
                 st.error("give the queue a name")

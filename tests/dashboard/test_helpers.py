@@ -257,3 +257,7 @@ def test_count_agrees_the_noun_with_the_number():
     assert [_format.count(n, "example") for n in (0, 1, 2, 1204)] == [
         "0 examples", "1 example", "2 examples", "1,204 examples"]
     assert _format.count(1, "query", "queries") == "1 query" and _format.count(3, "query", "queries") == "3 queries"
+
+
+def test_the_browsers_sort_options_are_the_columns_the_store_sorts_by():
+    assert set(browser.SORT_EXTRA) == set(db.SORT_COLUMNS)  # an option the store ignores would sort by nothing

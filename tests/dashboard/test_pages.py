@@ -180,6 +180,17 @@ def test_browser_filters_from_the_link(open_app, seeded):
     assert at.number_input(key="br_lo_rouge_l").value == 0.5
 
 
+def test_a_link_naming_metrics_the_run_lacks_says_so_and_suggests_the_likely_name(open_app, seeded):
+    ids = seeded[1]
+    at = open_app("views/browser.py", run=str(ids["latest"]), range=["rougeL::0.2", "bleu:10:"], sort="blue")
+    assert not at.exception
+    (warning,) = [w.value for w in at.warning if "does not have" in w.value]
+    assert "'rougeL' (did you mean 'rouge\\_l'?)" in warning and "'blue' (did you mean 'bleu'?)" in warning
+    assert at.multiselect(key="br_ranges").value == ["bleu"]  # the known range still applies
+    assert not [w for w in open_app("views/browser.py", run=str(ids["latest"]), range="bleu:10:").warning
+                if "does not have" in w.value]
+
+
 def test_browser_widgets_write_the_link(open_app, seeded):
     at = open_app("views/browser.py", run=str(seeded[1]["latest"]))
     at.selectbox(key="br_failure").set_value("truncated").run()

@@ -211,3 +211,22 @@ def test_a_new_queue_never_replaces_an_existing_view(monkeypatch, store_url, see
     at.text_input(key="review_new_name").input("other")
     at.button(key="review_new_save").click().run()
     assert any("not an example-browser filter" in e.value for e in at.error) and not at.exception
+
+
+def test_a_queue_whose_filter_names_a_metric_the_run_lacks_is_refused_with_the_likely_name(monkeypatch, store_url,
+                                                                                          seeded):
+    out, Session = seeded
+    at = open_page(monkeypatch, store_url, "review")
+    at.text_input(key="review_new_link").input(f"/browser?run={out['latest']}&range=rougeL::0.2")
+    at.text_input(key="review_new_name").input("typo")
+    at.button(key="review_new_save").click().run()
+    assert not at.exception
+    assert any("'rougeL' (did you mean 'rouge\\_l'?)" in e.value and "would hold no example" in e.value for e in at.error)
+    with Session() as s:
+        assert db.saved_view(session=s, name="typo") is None
+
+
+def test_the_queue_name_placeholder_does_not_look_like_a_name(monkeypatch, store_url, seeded):
+    at = open_page(monkeypatch, store_url, "review")
+    assert at.text_input(key="review_new_name").placeholder.startswith("required")
+    assert "localhost" not in at.text_input(key="review_new_link").placeholder
