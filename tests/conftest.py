@@ -28,12 +28,26 @@ TINY_TEXTS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A saved tiny LlamaForCausalLM + tokenizer with a Llama-3 chat template (random weights, fp32)."""
+TINY_LLAMA_ENV = "EVAL_TEST_TINY_LLAMA"  # a folder where build_tiny_llama() already saved it (make mutation)
+
+
+def build_tiny_llama(directory) -> Path:
     from evaluator.tiny import save_tiny_llama
 
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), TINY_TEXTS, vocab_size=400)
+    return save_tiny_llama(directory, TINY_TEXTS, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A saved tiny LlamaForCausalLM + tokenizer with a Llama-3 chat template (random weights, fp32).
+
+    Built once per test session (seeded: always the same weights). ``make mutation`` starts a pytest
+    session per mutant, so scripts/mutation.py builds it once beforehand and names the folder in
+    $EVAL_TEST_TINY_LLAMA; tests only read it."""
+    prebuilt = os.environ.get(TINY_LLAMA_ENV)
+    if prebuilt:
+        return Path(prebuilt)
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture()

@@ -4,6 +4,7 @@ values, an example's history across runs, review-queue ids, failure counts per r
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import pytest
 
@@ -157,7 +158,8 @@ def test_export_rows_hold_every_field_in_dataset_order_across_chunks(store):
             logprobs=[-0.5, -0.25, -1.0], tokens=["an", "swer", " nine"], ref_nll=2.5, ref_tokens=4,
             metrics={"bleu": 7.0, "rougeL": (None, "boom")})], higher_is_better={"bleu": True, "rougeL": True})
     with sf() as s:
-        records = list(db.export_rows(session=s, run_id=ids["newer"], chunk=2))
+        # islice: a chunked read that stops advancing must fail here, not loop for ever
+        records = list(itertools.islice(db.export_rows(session=s, run_id=ids["newer"], chunk=2), 50))
         again = list(db.export_rows(session=s, run_id=ids["newer"], chunk=1000))
         assert list(db.export_rows(session=s, run_id=9999)) == []
     assert records == again  # the chunk size changes nothing
@@ -320,8 +322,8 @@ def test_export_pages_split_inside_a_row_index_and_keep_results_without_metrics(
         db.insert_results(session=s, run_id=ids["newer"], results=[
             dict(example_id=ex["k1b"], output="o", output_tokens=1, finish_reason="stop")])
     with sf() as s:
-        by_chunk = {c: [(r["row_index"], r["example_key"]) for r in db.export_rows(session=s, run_id=ids["newer"],
-                                                                                   chunk=c)]
+        by_chunk = {c: [(r["row_index"], r["example_key"])
+                        for r in itertools.islice(db.export_rows(session=s, run_id=ids["newer"], chunk=c), 50)]
                     for c in (1, 2, 3, 1000)}
         plain = {r["example_key"]: r for r in db.export_rows(session=s, run_id=ids["newer"])}
     order = [(0, "k0"), (1, "k1"), (1, "k1b"), (2, "k2"), (3, "k3")]

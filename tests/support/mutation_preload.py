@@ -9,10 +9,12 @@ mutant dies on the cheapest test that catches it (``-x`` stops there).
 """
 import gc
 import json
+import os
 from pathlib import Path
 
 import alembic.command
 import pandas
+import pytest
 import rouge_score.rouge_scorer
 import sacrebleu
 import scipy.stats
@@ -37,10 +39,49 @@ def _durations() -> dict[str, float]:
         return {}
 
 
-def pytest_collection_modifyitems(items):
-    """Cheapest file first, cheapest test first within it. A file's tests stay together, so its
-    module-scoped fixtures (a seeded store) are built once."""
+# A mutant that makes a loop endless (a page offset that never advances, a reader that never reaches
+# the end) would otherwise run until mutmut's CPU limit, about 15 times the tests' measured time: two
+# minutes of a worker for one mutant. pytest-timeout fails the test instead, once it has taken ten
+# times as long as it did unmutated, and never sooner than HANG_FLOOR seconds (fixtures such as a tiny
+# model built on the spot are not in the measured time). A failed test kills the mutant.
+HANG_FACTOR, HANG_FLOOR = 10, 15.0
+
+
+# The tests that cover each mutated module: a mutant runs those of them that reach its function (mutmut's
+# own map), not every test that happens to call it on the way (the end-to-end `score` command tests call
+# the statistics, the resume tests the scoring). A mutant killed only by such a test counts as survived.
+MODULE_TESTS = {
+    "db._query": ("tests/store/",),
+    "db._query_runs": ("tests/store/", "tests/evaluator/test_runner_resume.py"),
+    "evaluator.data._read": ("tests/evaluator/test_data_",),
+    "evaluator.scoring._stats": ("tests/scoring/test_stats.py", "tests/scoring/test_compare_rows.py",
+                                 "tests/scoring/test_store.py::test_stored_p_holm"),
+    "evaluator.scoring._compare": ("tests/scoring/test_compare_rows.py", "tests/scoring/test_store.py"),
+    "evaluator.scoring._text": ("tests/scoring/test_metrics.py", "tests/scoring/test_stats.py",
+                                "tests/scoring/test_compare_rows.py"),
+    "evaluator.scoring._model_metrics": ("tests/scoring/test_model_metrics.py", "tests/scoring/test_perplexity.py",
+                                         "tests/scoring/test_store.py"),
+}
+
+
+def _module_of_mutant() -> str:
+    name = os.environ.get("MUTANT_UNDER_TEST", "")
+    return name.rsplit(".", 1)[0] if "__mutmut_" in name else ""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Only the tests of the mutated module (MODULE_TESTS); then cheapest file first, cheapest test first
+    within it. A file's tests stay together, so its module-scoped fixtures (a seeded store) are built once."""
+    allowed = MODULE_TESTS.get(_module_of_mutant())
+    if allowed:
+        kept = [item for item in items if item.nodeid.startswith(allowed)]
+        if kept:  # never none: mutmut would read "no tests collected" as a broken setup
+            config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+            items[:] = kept
     durations = _durations()
+    for item in items:
+        item.add_marker(pytest.mark.timeout(max(HANG_FLOOR, HANG_FACTOR * durations.get(item.nodeid, 0.0)),
+                                            method="signal"))
     if not durations:
         return
     cost = {item.nodeid: durations.get(item.nodeid, 1.0) for item in items}
