@@ -21,6 +21,8 @@ import db
 from evaluator.scoring._aggregate import Values, _finite, ordered_metrics
 from evaluator.scoring._catalogue import get_spec
 from evaluator.scoring._stats import (
+    N_RESAMPLES,
+    P_RESAMPLED,
     PAIRED_CORPUS_METHOD,
     PAIRED_MEAN_METHOD,
     holm,
@@ -38,6 +40,12 @@ from evaluator.scoring._store import (
 
 log = logging.getLogger(__name__)
 
+
+
+def _p_note(test: dict) -> str:
+    """"; p from 20000 resamples (none of 1000 was as extreme)" when the p-value needed more resamples."""
+    used = test.get("p_resamples")
+    return f"; {P_RESAMPLED.format(used, N_RESAMPLES)}" if used and used > N_RESAMPLES else ""
 
 def comparison_rows(samples_a: Sequence[StoredSample], values_a: Values, samples_b: Sequence[StoredSample],
                     values_b: Values, *, directions: Optional[dict[str, Optional[bool]]] = None,
@@ -91,8 +99,8 @@ def comparison_rows(samples_a: Sequence[StoredSample], values_a: Values, samples
             if xa:
                 test = paired_mean_test(xa, xb)
                 wins, ties, losses = wins_ties_losses(xa, xb, hib)
-                method = PAIRED_MEAN_METHOD if hib is not None else (
-                    PAIRED_MEAN_METHOD + "; no better direction: wins/ties/losses not counted")
+                method = PAIRED_MEAN_METHOD + _p_note(test) + ("" if hib is not None else
+                                                               "; no better direction: wins/ties/losses not counted")
                 rows.append(dict(metric=name, slice=slice_name, kind="mean", n=len(xa),
                                  value_a=_finite(sum(xa) / len(xa)), value_b=_finite(sum(xb) / len(xb)),
                                  delta=_finite(test["delta"]), ci_low=test["ci_low"], ci_high=test["ci_high"],
@@ -107,7 +115,7 @@ def comparison_rows(samples_a: Sequence[StoredSample], values_a: Values, samples
                                      value_a=_finite(test["value_a"]), value_b=_finite(test["value_b"]),
                                      delta=_finite(test["delta"]), ci_low=test["ci_low"], ci_high=test["ci_high"],
                                      p_value=test["p_value"], wins=0, ties=0, losses=0,
-                                     method=f"{PAIRED_CORPUS_METHOD}; {spec.corpus.description}",
+                                     method=f"{PAIRED_CORPUS_METHOD}{_p_note(test)}; {spec.corpus.description}",
                                      higher_is_better=hib))
         for row, adjusted in zip(rows, holm([r["p_value"] for r in rows])):
             row["p_holm"] = adjusted

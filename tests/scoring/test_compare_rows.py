@@ -12,7 +12,7 @@ import pytest
 from evaluator.scoring import _registry
 from evaluator.scoring._compare import comparison_rows
 from evaluator.scoring._registry import CorpusAggregate, MetricSpec
-from evaluator.scoring._stats import PAIRED_MEAN_METHOD
+from evaluator.scoring._stats import PAIRED_CORPUS_METHOD, PAIRED_MEAN_METHOD
 from evaluator.scoring._store import StoredSample
 
 N = 8
@@ -66,7 +66,8 @@ def test_directions_come_from_the_registry_then_the_store_then_default_to_higher
     none = overall[("custom_none", "mean")]
     assert (none["wins"], none["ties"], none["losses"]) == (0, 0, 0)
     assert none["method"].startswith(PAIRED_MEAN_METHOD) and "no better direction" in none["method"]
-    assert overall[("rouge1", "mean")]["method"] == PAIRED_MEAN_METHOD
+    assert overall[("rouge1", "mean")]["method"].startswith(PAIRED_MEAN_METHOD)
+    assert "no better direction" not in overall[("rouge1", "mean")]["method"]
     assert all(r["n"] == n for (m, kind), r in overall.items() if kind == "mean")
 
 
@@ -106,6 +107,7 @@ def test_a_corpus_row_is_sacrebleus_paired_bootstrap_with_its_interval():
     hyps_a, hyps_b, refs = [s.output for s in a], [s.output for s in b], [s.reference for s in a]
     row = next(r for r in comparison_rows(a, _values(a, 0), b, _values(b, 1))
                if (r["metric"], r["slice"], r["kind"]) == ("bleu", "", "corpus"))
+    assert row["method"].startswith(PAIRED_CORPUS_METHOD + "; ")  # sacrebleu's 1,000 resamples, no more
     _, scores = PairedTest([("baseline", hyps_b), ("candidate", hyps_a)], {"BLEU": sacrebleu.metrics.BLEU()},
                            [refs], test_type="bs", n_samples=1000)()
     (name,) = [k for k in scores if k != "System"]

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 
 from evaluator.scoring import holm, mean_ci, paired_corpus_test, paired_mean_test, wins_ties_losses
-from evaluator.scoring._stats import SACREBLEU_SEED, bca_interval, bootstrap_means, corpus_ci
+from evaluator.scoring._stats import (
+    P_RESAMPLES_MAX,
+    SACREBLEU_SEED,
+    SEED,
+    bca_interval,
+    bootstrap_means,
+    corpus_ci,
+)
 from evaluator.scoring._text import CORPUS_BLEU, CORPUS_CHRF
 from evaluator.types import Sample
 
@@ -110,7 +117,7 @@ def test_a_paired_corpus_test_on_too_few_examples_has_values_but_no_interval():
     score = CORPUS_BLEU.score
     empty = CORPUS_BLEU.stats([])
     assert paired_corpus_test(empty, empty, score) == dict(value_a=None, value_b=None, delta=None, ci_low=None,
-                                                          ci_high=None, p_value=None)
+                                                          ci_high=None, p_value=None, p_resamples=None)
     one_a, one_b = CORPUS_BLEU.stats(_samples(HYPS[:1])), CORPUS_BLEU.stats(_samples(HYPS_B[:1]))
     out = paired_corpus_test(one_a, one_b, score)
     assert (out["ci_low"], out["ci_high"], out["p_value"]) == (None, None, None)
@@ -195,8 +202,9 @@ def test_paired_p_value_is_the_centred_bootstrap_share_of_the_same_resamples():
 
 
 def test_small_and_non_finite_inputs_give_no_interval():
-    assert paired_mean_test([], []) == dict(delta=None, ci_low=None, ci_high=None, p_value=None)
-    assert paired_mean_test([2.0], [1.0]) == dict(delta=1.0, ci_low=None, ci_high=None, p_value=None)
+    assert paired_mean_test([], []) == dict(delta=None, ci_low=None, ci_high=None, p_value=None, p_resamples=None)
+    assert paired_mean_test([2.0], [1.0]) == dict(delta=1.0, ci_low=None, ci_high=None, p_value=None,
+                                                  p_resamples=None)
     assert paired_mean_test([1.0, np.inf], [0.0, 0.0])["ci_low"] is None
     m, low, high = mean_ci([])
     assert np.isnan(m) and low is None and high is None
@@ -294,8 +302,10 @@ def test_corpus_ci_sums_in_the_dtype_it_is_given():
 def test_a_mean_difference_of_exactly_one_still_gets_its_p_value():
     a = [2.0, 3.5, 4.0, 5.0, 6.5, 7.0, 8.0, 9.0]
     d = [1.0, 0.5, 1.5, 1.0, 0.5, 1.5, 1.0, 1.0]  # mean exactly 1, never 0: A is clearly better
-    out = paired_mean_test(a, [x - y for x, y in zip(a, d)])
+    out = paired_mean_test(a, [x - y for x, y in zip(a, d)], p_resamples_max=1000)
     assert out["delta"] == 1.0 and out["p_value"] == pytest.approx(1 / 1001)
+    # no resample of d has a mean at or below 0 (or at or above 2): the floor, however many resamples
+    assert paired_mean_test(a, [x - y for x, y in zip(a, d)])["p_value"] == 1 / (P_RESAMPLES_MAX + 1)
 
 
 def test_the_p_value_counts_resampled_means_at_least_as_far_out_as_the_observed_one():
@@ -383,3 +393,44 @@ def test_bca_on_skewed_continuous_data_is_the_textbook_interval():
 def test_bca_of_constant_values_is_the_value_itself():
     x = np.full(6, 0.25)  # every resampled mean equals the estimate: no correction can be computed
     assert bca_interval(x, bootstrap_means(x, seed=1)) == (0.25, 0.25)
+
+
+# ---------------------------------------------------------------- p-values below the floor of 1,000 resamples
+
+
+def _clear_difference():
+    rng = np.random.default_rng(3)
+    base = rng.normal(0, 1, 200)
+    return base + 1.0 + rng.normal(0, 0.1, 200), base
+
+
+def test_a_p_value_at_the_resampling_floor_is_recomputed_with_more_resamples():
+    a, b = _clear_difference()
+    d = a - b
+    floored = paired_mean_test(a, b, p_resamples_max=1000)
+    assert floored["p_value"] == 1 / 1001 and floored["p_resamples"] == 1000
+    out = paired_mean_test(a, b)
+    assert out["p_resamples"] == P_RESAMPLES_MAX
+    means = bootstrap_means(d, n_resamples=P_RESAMPLES_MAX, seed=SEED)
+    extreme = int(np.count_nonzero(np.abs(means - d.mean()) >= abs(d.mean())))
+    assert out["p_value"] == (1 + extreme) / (P_RESAMPLES_MAX + 1) < 1 / 1001
+    assert holm([out["p_value"]] * 15)[0] < 0.001  # Holm over 15 metrics no longer floors at 0.015
+    assert (out["ci_low"], out["ci_high"]) == (floored["ci_low"], floored["ci_high"])  # the CI is unchanged
+
+
+def test_a_p_value_above_the_floor_keeps_its_thousand_resamples():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(0.1, 1, 60), rng.normal(0, 1, 60)
+    out = paired_mean_test(a, b)
+    assert out["p_resamples"] == 1000 and out["p_value"] > 1 / 1001
+    assert out == paired_mean_test(a, b, p_resamples_max=1000)
+
+
+def test_the_recomputation_stays_within_its_budget_of_examples_times_resamples(monkeypatch):
+    from evaluator.scoring import _stats
+
+    a, b = _clear_difference()  # 200 examples
+    monkeypatch.setattr(_stats, "_P_CELLS", 200 * 5000)
+    assert paired_mean_test(a, b)["p_resamples"] == 5000
+    monkeypatch.setattr(_stats, "_P_CELLS", 200 * 999)  # not even the 1,000 it has: no recomputation
+    assert paired_mean_test(a, b)["p_resamples"] == 1000
