@@ -262,7 +262,7 @@ class Comparison(Base):
     wins: Mapped[int] = mapped_column(Integer, default=0)  # examples where A is better
     ties: Mapped[int] = mapped_column(Integer, default=0)
     losses: Mapped[int] = mapped_column(Integer, default=0)
-    method: Mapped[str] = mapped_column(String(100), default="")
+    method: Mapped[str] = mapped_column(Text, default="")  # e.g. the bootstrap and its resample counts
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 

@@ -178,3 +178,22 @@ def test_a_pass_threshold_is_one_per_dataset_and_metric_and_keeps_who_set_it(any
             db.set_pass_threshold(session=s, dataset_id=d1, metric=" ", threshold=1.0)
     with Session() as s:
         assert set(db.pass_thresholds(session=s, dataset_id=d1)) == {"rougeL"}
+
+
+def test_a_comparison_method_of_any_length_is_stored_whole(any_engine):
+    """A corpus comparison's method (sacrebleu's bootstrap, its CI, the tokenisation, the resamples behind
+    its p-value) is about 190 characters: PostgreSQL refused it while the column was VARCHAR(100)."""
+    from evaluator.scoring._catalogue import get_spec
+    from evaluator.scoring._stats import P_RESAMPLED, PAIRED_CORPUS_METHOD
+
+    method = f"{PAIRED_CORPUS_METHOD}; {P_RESAMPLED.format(20000, 1000)}; {get_spec('bleu').corpus.description}"
+    assert len(method) > 150
+    Session = db.session_factory(any_engine)
+    with Session.begin() as s:
+        ds = db.get_or_create_dataset(session=s, name="m.jsonl")
+        a, b = (db.create_run(session=s, name=n, model=n, backend="transformers", dataset_id=ds) for n in "ab")
+        db.replace_comparisons(session=s, run_a_id=a, run_b_id=b, rows=[
+            dict(metric="bleu", kind="corpus", n=3, value_a=2.0, value_b=1.0, delta=1.0, method=method)])
+    with Session() as s:
+        (row,) = db.stored_comparisons(session=s, run_a_id=a, run_b_id=b)
+    assert row["method"] == method
