@@ -22,6 +22,8 @@ from db._models import Annotation, ExampleRow, MetricValue, Result
 from db._query import _metric_id_map
 from db._values import FailureKind
 
+MISLEADING = "fail: metric misleading"  # one of VERDICTS
+
 # Deterministic order for bounded samples: Knuth's multiplicative hash of the id, frac(id * phi)
 # scaled to 32 bits. Its smallest k values are spread evenly over the run (a golden-ratio sequence has no
 # short period), the same store gives the same sample, and ORDER BY ... LIMIT k keeps only k rows.
@@ -316,7 +318,8 @@ def verdict_metric_summary(*, session: Session, run_id: int, metric: str) -> lis
 
 def verdict_disagreements(*, session: Session, run_id: int, metric: str, good: float, bad: float,
                           higher_is_better: bool = True, page: int = 0, page_size: int = 25) -> dict[str, Any]:
-    """Where the metric misleads: it calls an output good but a reviewer failed it, or bad but a reviewer passed it.
+    """Where the metric misleads: it calls an output good but a reviewer failed it, or bad but a reviewer passed
+    it, or a reviewer's verdict says so ("fail: metric misleading") whatever the value.
 
     "Good" is value >= ``good`` (<= for lower-is-better metrics), "bad" is value <= ``bad`` (>=). Each
     reviewer's latest verdict counts. Rows: {example_id, key, category, value, verdict, reviewer,
@@ -330,8 +333,10 @@ def verdict_disagreements(*, session: Session, run_id: int, metric: str, good: f
     is_bad = (v <= bad) if higher_is_better else (v >= bad)
     failed = Annotation.verdict.like("fail:%")
     passed = Annotation.verdict == "pass"
-    cond = or_(and_(is_good, failed), and_(is_bad, passed))
-    kind = case((and_(is_good, failed), "metric good, human fail"), else_="metric bad, human pass").label("kind")
+    flagged = Annotation.verdict == MISLEADING  # the reviewer said so, whatever the value
+    cond = or_(and_(is_good, failed), and_(is_bad, passed), flagged)
+    kind = case((and_(is_good, failed), "metric good, human fail"), (and_(is_bad, passed), "metric bad, human pass"),
+                else_="reviewer: metric misleading").label("kind")
     latest = _latest_annotation_ids(run_id=run_id)
 
     def base(*cols):

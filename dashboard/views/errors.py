@@ -130,15 +130,26 @@ def _hist_chart(h: dict[str, Any], names: dict[int, str], metric: str) -> alt.Ch
 # ---------------------------------------------------------------- sections
 
 
-def _distributions(url: str, run_ids: list[int], names: dict[int, str], metrics: list[str]) -> None:
+def _distributions(url: str, run_ids: list[int], names: dict[int, str], metrics: list[str], chosen: str) -> None:
+    """The chosen metric's distribution first and full width; the others, when asked, three to a row."""
     st.caption("Share of examples per value bucket (30 equal buckets over both runs' range; one bar per value "
                "for metrics with at most 12 distinct values). Failed or missing values are left out.")
-    for metric in metrics:
+
+    def draw(metric: str, height: int) -> None:
         h = load_histograms(url, tuple(run_ids), metric)
         if not h["rows"]:
-            continue
+            st.caption(f"{metric}: no values")
+            return
         st.text(f"{metric} · " + " · ".join(f"{names.get(r, r)}: n={h['n'].get(r, 0)}" for r in run_ids))
-        st.altair_chart(_hist_chart(h, names, metric), width="stretch")
+        st.altair_chart(_hist_chart(h, names, metric).properties(height=height), width="stretch")
+
+    draw(chosen, 260)
+    others = [m for m in metrics if m != chosen]
+    if others and st.toggle(f"Show the other {fmt.count(len(others), 'metric')}", key="errors_dist_all"):
+        for start in range(0, len(others), 3):
+            for col, metric in zip(st.columns(3), others[start:start + 3]):
+                with col:
+                    draw(metric, 150)
 
 
 def _confidence(url: str, run_id: int, conf: str, metric: str, thr: float, hib: bool) -> None:
@@ -290,7 +301,8 @@ def _disagreement(url: str, run_id: int, metric: str, m2: str, bounds: dict, inf
     bad = c2.number_input("Metric says bad when " + ("≤" if hib else "≥"), value=float(round(bad_default, 4)),
                           key=f"errors_bad_{metric}")
     d = load_verdict_disagreements(url, run_id, metric, float(good), float(bad), hib)
-    st.text(f"{d['total']} verdicts where {metric} misleads (good metric but failed, or bad metric but passed)")
+    st.text(f"{fmt.count(d['total'], 'verdict')} where {metric} misleads (good metric but failed, bad metric but passed, "
+            "or a reviewer's 'fail: metric misleading')")
     if d["rows"]:
         df = pd.DataFrame(d["rows"])
         df["open"] = [browser_link({"run": run_id, "ex": e}) for e in df["example_id"]]
@@ -389,7 +401,7 @@ def _section(url: str, p: dict[str, Any], shown: list[int], names: dict[int, str
     carried = {"conf": linked.conf if linked.conf in linked.conf_options else None, "m2": links.param_str(p, "m2"),
                "by": links.param_str(p, "by")}
     if section == "dist":
-        _distributions(url, shown, names, metrics)
+        _distributions(url, shown, names, metrics, rule.metric)
     elif section == "conf":
         opts = [o for o in linked.conf_options if o in metrics or o == INVERSE_PPL]
         if st.session_state.get("errors_conf") not in opts:
@@ -398,12 +410,18 @@ def _section(url: str, p: dict[str, Any], shown: list[int], names: dict[int, str
                             help="a per-example confidence metric; 1/perplexity derives one from token probabilities")
         carried["conf"] = conf
         if conf is not None:
-            _confidence(url, run_id, conf, rule.metric, rule.threshold, rule.higher_is_better)
+            for rid in shown:  # the overlay run too, each under its name
+                if len(shown) > 1:
+                    st.text(f"run {names.get(rid, rid)}")
+                _confidence(url, rid, conf, rule.metric, rule.threshold, rule.higher_is_better)
     elif section == "fail":
         _failures(url, shown, names)
     elif section == "len":
         carried["by"] = st.selectbox("Length measure", list(db.LENGTH_MEASURES), key="errors_by")
-        _length(url, run_id, rule.metric, carried["by"])
+        for rid in shown:
+            if len(shown) > 1:
+                st.text(f"run {names.get(rid, rid)}")
+            _length(url, rid, rule.metric, carried["by"])
     else:
         if st.session_state.get("errors_m2") not in metrics:
             st.session_state["errors_m2"] = linked.others[0] if linked.others else rule.metric

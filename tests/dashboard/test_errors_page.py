@@ -120,16 +120,19 @@ def test_metric_disagreement_and_verdicts_where_the_metric_misleads(hand):
         db.add_annotation(session=s, run_id=r1, example_id=ex[5], reviewer="carol", verdict="pass")
         db.add_annotation(session=s, run_id=r1, example_id=ex[1], reviewer="alice", verdict="fail: model error")
         db.add_annotation(session=s, run_id=r1, example_id=ex[1], reviewer="alice", verdict="pass")  # changed mind
+        # a reviewer who says the metric misleads is counted even where the metric calls the output bad
+        db.add_annotation(session=s, run_id=r1, example_id=ex[0], reviewer="dave", verdict="fail: metric misleading")
     with Session() as s:
         mm = db.metric_disagreements(session=s, run_id=r1, metric_x="confidence", metric_y="q", x_at_least=0.6,
                                      y_at_most=0.0)
         vd = db.verdict_disagreements(session=s, run_id=r1, metric="q", good=0.5, bad=0.5)
         summary = {r["verdict"]: r for r in db.verdict_metric_summary(session=s, run_id=r1, metric="q")}
     assert mm["total"] == 1 and mm["rows"][0]["example_id"] == ex[6] and mm["rows"][0]["output"] == OUTPUTS[6]
-    assert vd["total"] == 3
+    assert vd["total"] == 4
     assert [(r["kind"], r["example_id"], r["reviewer"]) for r in vd["rows"]] == [
         ("metric bad, human pass", ex[0], "bob"), ("metric bad, human pass", ex[1], "alice"),
-        ("metric good, human fail", ex[8], "alice")]
+        ("metric good, human fail", ex[8], "alice"), ("reviewer: metric misleading", ex[0], "dave")]
+    assert db._query_errors.MISLEADING in db.VERDICTS
     assert (summary["pass"]["n"], round(summary["pass"]["mean"], 4)) == (3, 0.3333)
     assert set(summary) == {"pass", "fail: metric misleading"}  # alice's replaced verdict does not count
 
@@ -198,3 +201,24 @@ def test_analysis_pages_explain_a_missing_or_empty_store(monkeypatch, tmp_path, 
     (tmp_path / "empty.sqlite").touch()
     at = open_page(monkeypatch, f"sqlite:///{tmp_path / 'empty.sqlite'}", page)
     assert not at.exception and len(at.error) == 1 and "the store is empty" in at.error[0].value
+
+
+def test_distributions_show_the_chosen_metric_first_and_the_others_on_request(monkeypatch, store_url, seeded):
+    at = open_page(monkeypatch, store_url, "errors", run=seeded["latest"], tab="dist", metric="rouge_l")
+    assert not at.exception
+    captions = [t.value for t in at.text if " · " in t.value and "n=" in t.value]
+    assert len(captions) == 1 and captions[0].startswith("rouge_l · ")  # one chart: the chosen metric
+    at.toggle(key="errors_dist_all").set_value(True).run()
+    captions = [t.value.split(" · ")[0] for t in at.text if " · " in t.value and "n=" in t.value]
+    assert captions[0] == "rouge_l" and sorted(captions[1:]) == ["bleu", "exact_match", "perplexity"]
+
+
+@pytest.mark.parametrize("tab", ["conf", "len"])
+def test_the_overlay_run_is_drawn_on_the_confidence_and_length_sections_too(monkeypatch, store_url, seeded, tab):
+    run, vs = seeded["latest"], seeded["latest_baseline"]
+    alone = open_page(monkeypatch, store_url, "errors", run=run, tab=tab)
+    both = open_page(monkeypatch, store_url, "errors", run=run, vs=vs, tab=tab)
+    assert not both.exception
+    assert [t.value for t in both.text if t.value.startswith("run #")] == [  # names: "#5 acme-chat-v3"
+        f"run #{run} acme-chat-v3", f"run #{vs} llama-3.2-1b-base-for-v3"]
+    assert len(both.get("vega_lite_chart")) == 2 * len(alone.get("vega_lite_chart"))
