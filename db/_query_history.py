@@ -84,9 +84,9 @@ def find_examples(*, session: Session, dataset_id: int, text: str = "", limit: i
 def _example_rows(session: Session, example_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
     if not example_ids:
         return {}
-    stmt = select(ExampleRow.id, ExampleRow.key, ExampleRow.row_index, ExampleRow.category).where(
-        ExampleRow.id.in_([int(e) for e in example_ids]))
-    return {r.id: dict(example_id=r.id, key=r.key, row_index=r.row_index, category=r.category)
+    stmt = select(ExampleRow.id, ExampleRow.key, ExampleRow.row_index, ExampleRow.category,
+                  ExampleRow.prompt_text).where(ExampleRow.id.in_([int(e) for e in example_ids]))
+    return {r.id: dict(example_id=r.id, key=r.key, row_index=r.row_index, category=r.category, prompt=r.prompt_text)
             for r in session.execute(stmt).all()}
 
 
@@ -96,7 +96,7 @@ def broken_and_fixed(*, session: Session, before_run_id: int, after_run_id: int,
 
     Only examples both runs scored with ``metric`` count (joined on example id from the runs' metric
     columns). Returns {"broken": rows, "fixed": rows, "n_broken", "n_fixed", "n_shared"}; rows (at
-    most ``limit`` each, by example id): {example_id, key, row_index, category, before, after}.
+    most ``limit`` each, by example id): {example_id, key, row_index, category, prompt, before, after}.
     """
     ea, va = metric_column(session=session, run_id=before_run_id, metric=metric)
     eb, vb = metric_column(session=session, run_id=after_run_id, metric=metric)

@@ -3,7 +3,8 @@ dataset (oldest first), the examples two versions newly broke or fixed, and flak
 
 Query parameters: dataset (id), key (example key) or example (example id, e.g. from the browser),
 family (the model family whose runs are the versions; "*" for every run of the dataset), metric,
-thr (pass threshold), a, b (the two versions compared: before, after).
+thr (pass threshold; default: the dataset's stored one), a, b (the two versions compared: before, after), axis
+(date: the chart's x axis by run date instead of version order).
 
 A result passes when its metric is on the good side of the threshold (>= for higher-is-better
 metrics, <= otherwise); flaky means scored in at least 3 versions and flipping pass/fail at least twice.
@@ -127,9 +128,16 @@ def _example_section(url: str, dataset_id: int, key: Optional[str], metric: str,
         chart_data = frame.dropna(subset=[metric])[["date", "family", "run", "result", metric]].rename(
             columns={metric: "value"})
         if not chart_data.empty:
+            # Version order by default: runs minutes apart (or in the same minute) crowd a time axis.
+            by_date = st.segmented_control("Axis", ["version order", "run date"], key="history_axis",
+                                           required=True) == "run date"
+            chart_data["version"] = [f"{i + 1}. {r}" for i, r in enumerate(chart_data["run"])]
+            x = (alt.X("date:T", title="run date") if by_date else
+                 alt.X("version:O", title="version (oldest first)", sort=list(chart_data["version"]),
+                       axis=alt.Axis(labelAngle=-30, labelLimit=180)))
             rule = alt.Chart(pd.DataFrame({"thr": [thr]})).mark_rule(strokeDash=[4, 3], color="gray").encode(y="thr:Q")
             line = alt.Chart(chart_data).mark_line(point=True).encode(
-                x=alt.X("date:T", title="run date"), y=alt.Y("value:Q", title=metric),
+                x=x, y=alt.Y("value:Q", title=metric),
                 color=alt.Color("family:N", title="model family"),
                 tooltip=["run:N", "date:T", alt.Tooltip("value:Q", title=metric, format=".4g"), "result:N"])
             st.altair_chart(alt.layer(line, rule).properties(height=260), width="stretch")
@@ -140,7 +148,7 @@ def _example_section(url: str, dataset_id: int, key: Optional[str], metric: str,
                                 "open": st.column_config.LinkColumn("browser", display_text="open")})
     st.text("Outputs, oldest run first:")
     for h in history:
-        with st.expander(f"Run #{h['run_id']} · {h['created_at']:%Y-%m-%d %H:%M}"):
+        with st.expander(f"Run #{h['run_id']} {h['run_name']} · {h['created_at']:%Y-%m-%d %H:%M}"):
             st.text(f"{h['run_name']} · finish {h['finish_reason']} · failures {', '.join(h['failures']) or 'none'}")
             st.code(h["output"] if h["output"].strip() else "(empty output)", language=None, wrap_lines=True)
     return key
@@ -148,10 +156,12 @@ def _example_section(url: str, dataset_id: int, key: Optional[str], metric: str,
 
 def _rows_table(rows: list[dict[str, Any]], dataset_id: int, after_run: int, link_base: dict[str, Any],
                 key: str) -> None:
-    df = pd.DataFrame(rows, columns=["example_id", "key", "row_index", "category", "before", "after"])
+    df = pd.DataFrame(rows, columns=["example_id", "key", "prompt", "before", "after", "category", "row_index"])
+    df["prompt"] = df["prompt"].map(lambda t: t if t is None or len(t) <= 160 else t[:159] + "…")
     df["history"] = [_history_link(dataset_id, k, link_base) for k in df["key"]]
     df["browser"] = [review.relative_link(review.BROWSER_PATH, {"run": after_run, "ex": e}) for e in df["example_id"]]
     st.dataframe(df, hide_index=True, width="stretch", key=key, column_config={
+        "prompt": st.column_config.TextColumn("prompt", width="large"),
         "before": st.column_config.NumberColumn(format="%.4g"), "after": st.column_config.NumberColumn(format="%.4g"),
         "history": st.column_config.LinkColumn("history", display_text="history"),
         "browser": st.column_config.LinkColumn("browser", display_text="open")})
@@ -178,7 +188,8 @@ def _seed_widgets(url: str, p: dict[str, Any], ds_ids: list[int]) -> Optional[st
     family = links.param_str(p, "family")
     if family not in (*families, ALL):
         family = families[0] if families else ALL
-    links.sync_widgets(PAGE, {"history_dataset": dataset_id, "history_family": family, "history_key": key})
+    links.sync_widgets(PAGE, {"history_dataset": dataset_id, "history_family": family, "history_key": key,
+                              "history_axis": "run date" if links.param_str(p, "axis") == "date" else "version order"})
     return key
 
 
@@ -232,7 +243,9 @@ def _broken_and_fixed(url: str, p: dict[str, Any], v: _Versions, rule: threshold
     if len(ids) < 2:
         st.info("Needs at least two versions.")
         return None, None
-    label = fmt.run_label(store.load_runs(url)["runs"])
+    index = store.load_run_index(url)  # names and dates only: counting results is the runs page's work
+    label = fmt.run_label(index)
+    names = {int(i): n for i, n in zip(index["id"], index["name"])}
     a_param, b_param = links.param_int(p, "a"), links.param_int(p, "b")
     if st.session_state.get("history_a") not in ids:
         st.session_state["history_a"] = a_param if a_param in ids else ids[-2]
@@ -249,7 +262,7 @@ def _broken_and_fixed(url: str, p: dict[str, Any], v: _Versions, rule: threshold
     m1.metric("Examples both scored", bf["n_shared"])
     m2.metric("Newly broken", bf["n_broken"], help="passed before, fail now")
     m3.metric("Newly fixed", bf["n_fixed"], help="failed before, pass now")
-    t1, t2 = st.tabs([f"Broken ({bf['n_broken']})", f"Fixed ({bf['n_fixed']})"])
+    t1, t2 = st.tabs([f"Broken in {names.get(b, b)} ({bf['n_broken']})", f"Fixed in {names.get(b, b)} ({bf['n_fixed']})"])
     with t1:
         _rows_table(bf["broken"], v.dataset_id, b, link_base, "history_broken")
     with t2:
@@ -306,6 +319,7 @@ def main() -> None:
     links.write_params({
         "dataset": v.dataset_id, "key": key, "family": v.family, "metric": rule.metric,
         "thr": rule.threshold if rule.threshold != rule.default else None, "a": a, "b": b,
+        "axis": "date" if st.session_state.get("history_axis") == "run date" else None,
     }, page=PAGE)
 
 

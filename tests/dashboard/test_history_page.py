@@ -25,6 +25,8 @@ def test_history_of_one_flaky_example_with_broken_fixed_and_flaky_lists(monkeypa
     assert (metrics["Newly broken"], metrics["Newly fixed"]) == ("1", "1")
     broken, fixed = [f for f in frames if "before" in f.columns]  # the Broken tab, then the Fixed tab
     assert list(broken["key"]) == ["key001"] and list(fixed["key"]) == ["key003"]
+    assert list(broken.columns[:5]) == ["example_id", "key", "prompt", "before", "after"]  # what was asked, first
+    assert "question 1" in broken["prompt"].iloc[0]
     flaky = next(f for f in frames if "pattern" in f.columns)
     assert list(flaky["pattern"]) == ["PFPF", "FPF.", "P.FP", "PFPP"]
     assert all(link.startswith("history?") and "key=key" in link for link in flaky["history"])
@@ -67,3 +69,22 @@ def test_history_shows_outputs_literally(monkeypatch, store_url):
 def test_history_page_without_runs_says_so(monkeypatch, store_url):
     at = open_page(monkeypatch, store_url, "history")
     assert not at.exception and any("no runs" in i.value for i in at.info)
+
+
+def test_the_chart_runs_in_version_order_unless_the_link_asks_for_dates_and_sections_name_their_runs(
+        monkeypatch, store_url):
+    import json
+
+    ids = _hand(store_url)
+    at = open_page(monkeypatch, store_url, "history", dataset=ids["dataset_id"], key="key001", metric="score")
+    assert not at.exception
+    (chart,) = at.get("vega_lite_chart")
+    assert json.loads(chart.proto.spec)["layer"][0]["encoding"]["x"]["field"] == "version"  # same-minute runs apart
+    assert at.button_group(key="history_axis").value == "version order"
+    assert [e.label for e in at.expander if e.label.startswith("Run #")][0].split(" · ")[0].endswith(" v1")
+    assert any(t.label.startswith("Broken in v4 (") for t in at.tabs)
+    at = open_page(monkeypatch, store_url, "history", dataset=ids["dataset_id"], key="key001", metric="score",
+                   axis="date")
+    (chart,) = at.get("vega_lite_chart")
+    assert json.loads(chart.proto.spec)["layer"][0]["encoding"]["x"]["field"] == "date"
+    assert at.query_params["axis"] == "date"

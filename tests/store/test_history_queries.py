@@ -44,7 +44,8 @@ def test_newly_broken_and_fixed_between_two_versions(hand):
     assert [r["example_id"] for r in bf["broken"]] == [ex[1], ex[5], ex[6]]  # 0.5 passes, 0.4 fails
     assert [r["example_id"] for r in bf["fixed"]] == [ex[2]]
     assert (bf["n_broken"], bf["n_fixed"]) == (3, 1)
-    assert bf["broken"][0] == dict(example_id=ex[1], key="key001", row_index=1, category=None, before=0.9, after=0.1)
+    assert bf["broken"][0] == dict(example_id=ex[1], key="key001", row_index=1, category=None, prompt="user: question 1",
+                                   before=0.9, after=0.1)
 
 
 def test_lower_is_better_metric_flips_the_meaning_of_broken(hand):
