@@ -42,12 +42,22 @@ EXPORT_COLUMNS = ("time", "reviewer", "verdict", "comment", "run_id", "run", "ex
 # ---------------------------------------------------------------- links
 
 
-def base_url(value: Optional[str] = None) -> str:
-    """The dashboard's public address for links: ``value``, else $EVAL_DASHBOARD_URL, else localhost:8501.
+def request_base(page_url: Optional[str]) -> Optional[str]:
+    """The dashboard's address as the browser reached it, from a page's URL (``st.context.url``):
+    "https://evals.acme.dev/team/review?view=x" -> "https://evals.acme.dev/team"."""
+    if not page_url:
+        return None
+    parts = urlsplit(page_url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rsplit('/', 1)[0]}" if parts.netloc else None
 
-    Only http(s) addresses are accepted (anything else falls back to the default), without a trailing slash.
+
+def base_url(value: Optional[str] = None, page_url: Optional[str] = None) -> str:
+    """The dashboard's public address for links: ``value``, else $EVAL_DASHBOARD_URL, else the address the
+    browser used to reach this page (``page_url``), else localhost:8501.
+
+    Only http(s) addresses are accepted (anything else falls back to the next), without a trailing slash.
     """
-    for candidate in (value, os.environ.get(BASE_URL_ENV), DEFAULT_BASE_URL):
+    for candidate in (value, os.environ.get(BASE_URL_ENV), request_base(page_url), DEFAULT_BASE_URL):
         text = (candidate or "").strip()
         parts = urlsplit(text)
         if parts.scheme in ("http", "https") and parts.netloc and not any(c.isspace() for c in text):

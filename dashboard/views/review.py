@@ -196,8 +196,9 @@ def _log_section(url: str, run_id: int, queue: list[int], view_name: str, verdic
     c1, c2, c3 = st.columns([2, 1, 3])
     scope = c1.radio("Verdicts", ["this queue", "whole run"], key="review_log_scope", horizontal=True)
     since = c2.date_input("Given since", value=None, key="review_log_since", format="YYYY-MM-DD")
-    base = c3.text_input("Dashboard address for links", value=review.base_url(), key="review_base_url",
-                         help=f"default from ${review.BASE_URL_ENV}, else {review.DEFAULT_BASE_URL}")
+    base = c3.text_input("Dashboard address for links", value=review.base_url(page_url=st.context.url),
+                         key="review_base_url",
+                         help=f"default from ${review.BASE_URL_ENV}, else the address this page was opened at")
     log = load_log(url, run_id, tuple(queue) if scope == "this queue" else None, since, None)
     if not log:
         st.caption("No verdicts to export yet.")
@@ -286,9 +287,9 @@ def _navigation(run_id: int, queue: list[int], pos: int, judged: set[int], mine:
                 + (f" · {len(mine)} by you" if reviewer else ""))
     n1, n2, n3, n4 = st.columns(4)
     n1.button("Previous", key="review_prev", on_click=_set_pos, args=(pos - 1,), disabled=pos <= 1,
-              icon=":material/arrow_back:", shortcut="Alt+P", help="Alt+P")
+              icon=":material/arrow_back:", shortcut="p", help="key: p")
     n2.button("Next", key="review_next", on_click=_set_pos, args=(pos + 1,), disabled=pos >= len(queue),
-              icon=":material/arrow_forward:", shortcut="Alt+N", help="Alt+N")
+              icon=":material/arrow_forward:", shortcut="n", help="key: n")
     todo = [i for i, e in enumerate(queue, 1) if e not in mine and i != pos] if reviewer else []
     after = [i for i in todo if i > pos] or todo
     n3.button("Next I have not judged", key="review_next_todo", on_click=_set_pos,
@@ -313,12 +314,23 @@ def _verdict_form(url: str, run_id: int, example_id: int, mine: dict[int, Any], 
         st.session_state[vkey] = mine.get(example_id, {}).get("verdict")
     if ckey not in st.session_state:
         st.session_state[ckey] = mine.get(example_id, {}).get("comment", "")
-    verdict = st.radio("Verdict", db.VERDICTS, key=vkey, horizontal=True, index=None)
-    comment = st.text_area("Comment", key=ckey, height=100, placeholder="why? what should change?")
+    comment = st.text_area("Comment", key=ckey, height=100, placeholder="why? what should change? (optional)")
+    # One key per verdict saves it at once (with the comment) and moves on: 1 pass, 2 fail: model error, ...
+    # (keys typed in the comment box stay text: press Esc or click outside it first).
+    quick = None
+    for i, (col, v) in enumerate(zip(st.columns(len(db.VERDICTS)), db.VERDICTS), 1):
+        if col.button(f"{i} · {v}", key=f"review_key_{i}", shortcut=str(i), width="stretch",
+                      type="primary" if st.session_state.get(vkey) == v else "secondary",
+                      help=f"press {i}: save '{v}' with the comment"):
+            quick = v
+    verdict = st.radio("Verdict", db.VERDICTS, key=vkey, horizontal=True, index=None,
+                       label_visibility="collapsed")
     s1, s2 = st.columns([1, 3], vertical_alignment="center")
-    advance = s2.checkbox("Go to the next example after saving", value=True, key="review_advance")
+    advance = s2.checkbox("Go to the next example after saving (keys: p previous, n next)", value=True,
+                          key="review_advance")
     if s1.button("Save verdict", key="review_save", type="primary", icon=":material/save:", shortcut="Ctrl+Enter",
-                 help="Ctrl+Enter"):
+                 help="Ctrl+Enter") or quick is not None:
+        verdict = quick or verdict
         error = review.record_verdict(lambda: store.write_session(url), run_id=run_id,
                                       example_id=example_id, reviewer=reviewer, verdict=verdict, comment=comment)
         if error:

@@ -104,3 +104,12 @@ def test_markdown_export_is_one_inert_table_row_per_verdict():
     assert "\\[click me\\](javascript:alert(1))" in text  # a link in data stays text
     assert "[open](http://localhost:8501/browser?run=5&ex=100)" in text
     assert "line one line two \\| with pipe" in text
+
+
+def test_without_a_setting_links_use_the_address_the_page_was_opened_at(monkeypatch):
+    monkeypatch.delenv(review.BASE_URL_ENV, raising=False)
+    assert review.base_url(page_url="https://evals.acme.dev/team/review?view=q&pos=3") == "https://evals.acme.dev/team"
+    assert review.base_url(page_url="http://10.0.0.7:8501/review") == "http://10.0.0.7:8501"
+    assert review.base_url(page_url=None) == review.DEFAULT_BASE_URL  # no request known: the local default
+    monkeypatch.setenv(review.BASE_URL_ENV, "https://set.by.admin")
+    assert review.base_url(page_url="http://10.0.0.7:8501/review") == "https://set.by.admin"  # the setting wins
