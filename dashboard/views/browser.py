@@ -73,7 +73,10 @@ def _token_chart(frame: pd.DataFrame) -> alt.LayerChart:
         tooltip=[alt.Tooltip("i:Q", title="position"), alt.Tooltip("token:N"),
                  alt.Tooltip("prob:Q", format=".3f"), alt.Tooltip("logprob:Q", format=".3f")])
     cells = base.mark_rect(stroke="white").encode(
-        color=alt.Color("prob:Q", scale=alt.Scale(domain=[0, 1], scheme="redyellowgreen"), title="p(token)"))
+        # a horizontal legend above the strip: a vertical one is as tall as its default length (200 px) and
+        # was cut to the height of a one-line strip
+        color=alt.Color("prob:Q", scale=alt.Scale(domain=[0, 1], scheme="redyellowgreen"), title="p(token)",
+                        legend=alt.Legend(orient="top", direction="horizontal", gradientLength=240)))
     text = base.mark_text(fontSize=11, limit=70).encode(text="token:N")
     lines = int(frame["line"].max()) + 1 if not frame.empty else 1
     return alt.layer(cells, text).properties(height=max(40, 26 * lines))
@@ -133,7 +136,12 @@ def _detail(url: str, run_id: int, example_id: int) -> None:
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Output tokens", d["output_tokens"])
     m2.metric("Prompt tokens", d["prompt_tokens"])
-    m3.metric("Latency (ms)", "–" if d["latency_ms"] is None else f"{d['latency_ms']:.0f}")
+    per_request = str((store.load_run(url, run_id) or {}).get("backend") or "").startswith("openai")
+    m3.metric("Latency (ms)" if per_request else "Latency, batch average (ms)",
+              "–" if d["latency_ms"] is None else f"{d['latency_ms']:.0f}",
+              help="The request's own time." if per_request else
+              "A local model generates a batch at once: this is the batch's time divided by its examples, "
+              "the same for every example of the batch.")
     ppl = math.exp(d["ref_nll"] / d["ref_tokens"]) if d.get("ref_nll") is not None and d.get("ref_tokens") else None
     m4.metric("Reference perplexity", "–" if ppl is None else f"{ppl:.3g}")
     facts = pd.DataFrame([dict(finish_reason=d["finish_reason"], failures=", ".join(d["failures"]) or "none",

@@ -352,8 +352,18 @@ def _open_example(url: str, a: int, b: int) -> Optional[int]:
     ex = st.selectbox("Open example (or select a row above)", options, key="cmp_ex", placeholder="(none)",
                       format_func=lambda i: "(none)" if i is None else f"example {i}")
     if ex is not None:
-        _example(url, a, b, int(ex))
+        _example_dialog(url, a, b, int(ex))
     return ex
+
+
+def _close_example() -> None:
+    st.session_state["cmp_ex"] = None
+
+
+@st.dialog("Example, A and B side by side", width="large", on_dismiss=_close_example)
+def _example_dialog(url: str, a: int, b: int, example_id: int) -> None:
+    """The opened example over the page, where the reader is (a long page would put it 3,000 px below)."""
+    _example(url, a, b, example_id)
 
 
 def main() -> None:

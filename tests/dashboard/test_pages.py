@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -276,7 +277,10 @@ def test_example_detail_from_the_link(open_app, seeded):
     assert any(t.startswith("word differences") for t in texts)
     metric_table = [d.value for d in at.dataframe if list(d.value.columns) == ["metric", "value", "error"]]
     assert metric_table and set(metric_table[0]["metric"]) >= {"exact_match", "rouge_l"}
-    assert {"Output tokens", "Latency (ms)"} <= {m.label for m in at.metric}
+    assert {"Output tokens", "Latency, batch average (ms)"} <= {m.label for m in at.metric}  # a transformers run
+    (strip,) = [c for c in at.get("vega_lite_chart") if '"p(token)"' in c.proto.spec]
+    legend = json.loads(strip.proto.spec)["layer"][0]["encoding"]["color"]["legend"]
+    assert (legend["orient"], legend["direction"]) == ("top", "horizontal")  # never cut to a one-line strip's height
     assert at.selectbox(key="br_ex").value == ex and at.query_params["ex"] == str(ex)
 
 
