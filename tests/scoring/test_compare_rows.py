@@ -119,3 +119,24 @@ def test_a_corpus_row_is_sacrebleus_paired_bootstrap_with_its_interval():
     # to the float32 sums sacrebleu resamples with (a relative 1e-6 covers them; measured: 5e-9).
     assert row["ci_low"] is not None and row["ci_high"] is not None and row["ci_low"] <= row["ci_high"]
     assert row["ci_low"] <= row["delta"] * (1 + 1e-6) and row["delta"] <= row["ci_high"] * (1 + 1e-6)
+
+
+def test_a_recomputed_p_value_is_named_in_the_method_and_only_then():
+    """Written against surviving mutants of ``_p_note`` (the note dropped, or written for every row) and
+    of the method's suffix for metrics with a better direction."""
+    from evaluator.scoring._compare import _p_note
+
+    assert _p_note({"p_resamples": 10000}) == "; p from 10000 resamples (none of 1000 was as extreme)"
+    assert _p_note({"p_resamples": 1000}) == _p_note({"p_resamples": None}) == _p_note({}) == ""
+    # a clear difference on 200 paired examples: the p-value is below what 1,000 resamples can show
+    rng = np.random.default_rng(3)
+    base = rng.normal(0.5, 0.1, 200)
+    better = base + 0.2 + rng.normal(0, 0.02, 200)
+    samples_a, samples_b = (
+        [StoredSample(output="x", reference="y", result_id=1000 * run + i, example_id=i, key=f"k{i}", category=None,
+                      ref_nll=None, ref_tokens=None) for i in range(200)] for run in (1, 2))
+    values_a = {s.result_id: {"token_f1": (float(v), None)} for s, v in zip(samples_a, better)}
+    values_b = {s.result_id: {"token_f1": (float(v), None)} for s, v in zip(samples_b, base)}
+    [row] = comparison_rows(samples_a, values_a, samples_b, values_b)
+    assert row["p_value"] < 1 / 1001
+    assert row["method"] == PAIRED_MEAN_METHOD + "; p from 20000 resamples (none of 1000 was as extreme)"

@@ -434,3 +434,24 @@ def test_the_recomputation_stays_within_its_budget_of_examples_times_resamples(m
     assert paired_mean_test(a, b)["p_resamples"] == 5000
     monkeypatch.setattr(_stats, "_P_CELLS", 200 * 999)  # not even the 1,000 it has: no recomputation
     assert paired_mean_test(a, b)["p_resamples"] == 1000
+
+
+def test_a_floored_p_value_stops_at_the_first_count_of_resamples_that_sees_an_extreme_one():
+    """1,000 resamples see no mean as extreme as this difference's, 10,000 see a few: the p-value comes
+    from those 10,000, drawn with the same seed. (Written against surviving mutants of the refinement:
+    a step straight to the cap, another step, an unseeded or uncounted redraw.)"""
+    rng = np.random.default_rng(2)
+    b = rng.normal(0, 1, 50)
+    a = b + rng.normal(0.5, 1, 50)
+    d = a - b
+    first = bootstrap_means(d, n_resamples=1000, seed=SEED)
+    assert not np.any(np.abs(first - d.mean()) >= abs(d.mean()))
+    means = bootstrap_means(d, n_resamples=10000, seed=SEED)
+    extreme = int(np.count_nonzero(np.abs(means - d.mean()) >= abs(d.mean())))
+    out = paired_mean_test(a, b)
+    assert extreme > 0 and out["p_resamples"] == 10000 and out["p_value"] == (1 + extreme) / 10001
+
+
+def test_no_difference_has_p_one_from_the_usual_resamples():
+    out = paired_mean_test([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert (out["delta"], out["p_value"], out["p_resamples"]) == (0.0, 1.0, 1000)
