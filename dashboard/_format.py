@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from collections import Counter
 from typing import Any, Callable, Optional
 
 import pandas as pd
@@ -33,6 +34,27 @@ def verdict_text(counts: dict[str, int]) -> str:
     return ", ".join(v if n == 1 else f"{v} ×{n}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def _is_baseline(runs: pd.DataFrame) -> pd.Series:
+    """Which runs serve as some candidate's baseline (``is_baseline`` from the store; a frame without it
+    falls back on ``baseline_for_id``)."""
+    if "is_baseline" in runs:
+        return runs["is_baseline"].fillna(False).astype(bool)
+    return runs["baseline_for_id"].notna()
+
+
+def _baselines(runs: pd.DataFrame, run_id: int) -> list[int]:
+    """The baseline run ids of ``run_id``, newest first."""
+    if "baselines" in runs:
+        row = runs[runs["id"] == run_id]
+        if row.empty:
+            return []
+        ids = set(row.iloc[0]["baselines"] or [])
+        mine = runs[runs["id"].isin(ids)]
+    else:
+        mine = runs[runs["baseline_for_id"] == run_id]
+    return [int(i) for i in mine.sort_values(["created_at", "id"], ascending=False)["id"]]
+
+
 def default_run(runs: pd.DataFrame) -> Optional[int]:
     """The run a page opens on: the newest finished candidate (a run that is no other run's baseline),
     else the newest finished run, else the newest run."""
@@ -40,18 +62,18 @@ def default_run(runs: pd.DataFrame) -> Optional[int]:
         return None
     runs = runs.sort_values(["created_at", "id"], ascending=False)
     finished = runs[runs["status"] == "finished"]
-    for pool in (finished[finished["baseline_for_id"].isna()], finished, runs):
+    for pool in (finished[~_is_baseline(finished)], finished, runs):
         if not pool.empty:
             return int(pool.iloc[0]["id"])
     return None
 
 
 def own_baseline(runs: pd.DataFrame, run_id: Optional[int]) -> Optional[int]:
-    """The newest run evaluated as ``run_id``'s baseline (None when it has none)."""
+    """The newest baseline of ``run_id`` (evaluated for it or reused; None when it has none)."""
     if run_id is None or runs.empty:
         return None
-    mine = runs[runs["baseline_for_id"] == run_id].sort_values(["created_at", "id"], ascending=False)
-    return int(mine.iloc[0]["id"]) if not mine.empty else None
+    mine = _baselines(runs, int(run_id))
+    return mine[0] if mine else None
 
 
 def default_pair(runs: pd.DataFrame) -> tuple[Optional[int], Optional[int]]:
@@ -60,11 +82,10 @@ def default_pair(runs: pd.DataFrame) -> tuple[Optional[int], Optional[int]]:
     if runs.empty:
         return None, None
     runs = runs.sort_values(["created_at", "id"], ascending=False)
-    baselines = runs[runs["baseline_for_id"].notna()]
-    for _, cand in runs[runs["baseline_for_id"].isna()].iterrows():
-        mine = baselines[baselines["baseline_for_id"] == cand["id"]]
-        if not mine.empty:
-            return int(cand["id"]), int(mine.iloc[0]["id"])
+    for cand in runs[~_is_baseline(runs)]["id"]:
+        mine = _baselines(runs, int(cand))
+        if mine:
+            return int(cand), mine[0]
     first = runs.iloc[0]
     same = runs[(runs["dataset_id"] == first["dataset_id"]) & (runs["id"] != first["id"])]
     return int(first["id"]), (int(same.iloc[0]["id"]) if not same.empty else None)
@@ -173,9 +194,23 @@ def count(n: int, noun: str, plural: Optional[str] = None) -> str:
     return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
-def dataset_label(d: dict[str, Any]) -> str:
-    """A row of ``db.list_datasets`` as "support-chat.jsonl / test (10 runs)"."""
-    return f"{source_label(d['name'])} / {d['split'] or '-'} ({count(d['n_runs'], 'run')})"
+def dataset_label(d: dict[str, Any], same_name: bool = False) -> str:
+    """A row of ``db.list_datasets`` as "support-chat.jsonl / test (10 runs)". ``same_name``: another
+    dataset has this name and split (the file changed between runs): its last run's day and content
+    hash tell them apart."""
+    text = f"{source_label(d['name'])} / {d['split'] or '-'} ({count(d['n_runs'], 'run')}"
+    if same_name:
+        last = d.get("last_run_at")
+        day = f"last {pd.Timestamp(last).strftime('%Y-%m-%d')} · " if last is not None and pd.notna(last) else ""
+        fp = str(d.get("fingerprint") or "")
+        text += f" · {day}{fp.split(':', 1)[-1][:8] if fp else '#' + str(d['id'])}"
+    return text + ")"
+
+
+def dataset_labels(datasets: list[dict[str, Any]]) -> dict[int, str]:
+    """Dataset id -> ``dataset_label``, telling apart datasets that share a name and split."""
+    names = Counter((source_label(d["name"]), d["split"]) for d in datasets)
+    return {d["id"]: dataset_label(d, names[(source_label(d["name"]), d["split"])] > 1) for d in datasets}
 
 
 def run_label(runs: pd.DataFrame) -> Callable[[Any], str]:

@@ -158,14 +158,17 @@ def load_runs(url: str) -> dict[str, pd.DataFrame]:
             human_pass=h.get("pass_rate"), reviewed=h.get("reviewed", 0),
             id=r["id"], name=r["name"], family=fmt.family_of(r["name"], r["family"]), model=r["model"],
             adapter=r["adapter"], dataset_id=r["dataset_id"], dataset=r["dataset"], split=r["split"],
+            dataset_source=r["dataset_source"],
             created_at=r["created_at"], status=r["status_text"], evaluated=r["n_results"], rejected=r["n_rejected"],
             failed=r["n_failed"], n_examples=r["n_examples"], baseline_for_id=r["baseline_for_id"],
-            error=r["error"]))
+            baselines=r["baselines"], is_baseline=r["is_baseline"], error=r["error"]))
         for metric, kinds in r["aggregates"].items():
             for kind, (value, lo, hi, n) in kinds.items():
                 aggs.append(dict(run_id=r["id"], metric=metric, kind=kind, value=value, ci_low=lo, ci_high=hi, n=n))
-    run_cols = ["id", "name", "family", "model", "adapter", "dataset_id", "dataset", "split", "created_at", "status",
-                "evaluated", "rejected", "failed", "n_examples", "baseline_for_id", "error", "human_pass", "reviewed"]
+    run_cols = ["id", "name", "family", "model", "adapter", "dataset_id", "dataset", "split", "dataset_source",
+                "created_at", "status",
+                "evaluated", "rejected", "failed", "n_examples", "baseline_for_id", "baselines", "is_baseline", "error",
+                "human_pass", "reviewed"]
     agg_cols = ["run_id", "metric", "kind", "value", "ci_low", "ci_high", "n"]
     return {"runs": pd.DataFrame(rows, columns=run_cols), "aggregates": pd.DataFrame(aggs, columns=agg_cols)}
 
@@ -185,12 +188,13 @@ def load_rejected(url: str, run_id: int) -> pd.DataFrame:
 def load_run_index(url: str) -> pd.DataFrame:
     """Every run (newest first) with its dataset, for pickers and labels: cheap, unlike ``load_runs``,
     which also counts every run's results. Columns: id, name, family (resolved), model, adapter,
-    dataset_id, dataset, split, created_at, status, baseline_for_id."""
+    dataset_id, dataset, split, created_at, status, baseline_for_id, baselines (its baseline runs' ids,
+    newest first), is_baseline."""
     rows = read(url, db.run_index)
     for r in rows:
         r["family"] = fmt.family_of(r["name"], r["family"])
     return pd.DataFrame(rows, columns=["id", "name", "family", "model", "adapter", "dataset_id", "dataset", "split",
-                                       "created_at", "status", "baseline_for_id"])
+                                       "created_at", "status", "baseline_for_id", "baselines", "is_baseline"])
 
 
 @cached

@@ -50,7 +50,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "saved_views", "verdict_summaries",
     ),
     "db._query_runs": (
-        "baselines_of", "done_example_ids", "export_rows", "find_run", "get_run", "list_runs", "rejected_rows",
+        "REUSE_CONFIG_KEYS", "REUSE_REPRO_KEYS", "baseline_links", "baselines_of", "done_example_ids",
+        "find_reusable_run", "export_rows", "find_run", "get_run", "list_runs", "rejected_rows",
         "run_aggregates", "stored_comparisons",
     ),
     "db._query_scoring": (
@@ -65,7 +66,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "db._write": (
         "AnnotationError", "add_annotation", "add_rejected", "create_run", "get_or_create_dataset",
-        "insert_results", "metric_ids", "replace_aggregates", "replace_comparisons", "replace_metric_values",
+        "insert_results", "link_baseline", "metric_ids", "replace_aggregates", "replace_comparisons", "replace_metric_values",
         "save_view", "set_pass_threshold", "update_run", "upsert_examples",
     ),
 }

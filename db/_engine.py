@@ -5,6 +5,7 @@ written by a newer version) becomes a ``StoreError`` whose message is one line s
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -264,7 +265,7 @@ def upgrade(engine: Engine) -> None:
 
 def _migrate(engine: Engine, cfg, command) -> None:
     """``alembic upgrade head`` in one transaction (rolled back whole on any error)."""
-    with engine.begin() as conn:
+    with migration_connection(engine) as conn:
         if conn.dialect.name == "postgresql":
             # Two evaluators starting on an empty database would both create the tables (one fails on
             # "relation already exists"): the second waits here until the first has committed, and
@@ -273,6 +274,41 @@ def _migrate(engine: Engine, cfg, command) -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_MIGRATION_LOCK})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+@contextlib.contextmanager
+def migration_connection(engine: Engine):
+    """A connection in one transaction for Alembic commands (upgrade, downgrade): on SQLite with
+    foreign keys off while they run and checked before the commit (``sqlite_foreign_keys_off``)."""
+    with engine.connect() as conn, sqlite_foreign_keys_off(conn), conn.begin():
+        yield conn
+        check_foreign_keys(conn)
+
+
+@contextlib.contextmanager
+def sqlite_foreign_keys_off(conn):
+    """On SQLite, foreign keys off for the migrations run on ``conn`` (outside any transaction, where
+    the pragma takes effect): a batch migration rebuilds a table by copying it and dropping the old
+    one, and dropping a parent table with foreign keys on would delete its children (CASCADE). This is
+    SQLite's own procedure for altering a table; ``check_foreign_keys`` checks them before commit."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.driver_connection
+    raw.execute("PRAGMA foreign_keys = OFF")
+    try:
+        yield
+    finally:
+        raw.execute("PRAGMA foreign_keys = ON")
+
+
+def check_foreign_keys(conn) -> None:
+    """SQLite: refuse to commit a migration that left a row pointing at nothing."""
+    if conn.dialect.name == "sqlite":
+        bad = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+        if bad:
+            raise StoreError(f"a migration left {len(bad)} rows whose foreign key points at nothing "
+                             f"(first: table {bad[0][0]}, row {bad[0][1]}); nothing was changed")
 
 
 def _newer_store(rev: str) -> StoreError:

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -41,13 +42,21 @@ class Base(DeclarativeBase):
 
 
 class Dataset(Base):
-    """A dataset source and split. Examples belong to it; runs of every model point at it."""
+    """A dataset's content and split. Examples belong to it; runs of every model point at it.
+
+    It is identified by its content (``fingerprint``), not by where it lies: runs of the same file from
+    two clones in different directories share it, and their history joins. ``name`` is what people
+    call it (the file name, or the Hub id); ``source`` is where it was last read from."""
 
     __tablename__ = "datasets"
-    __table_args__ = (UniqueConstraint("name", "split", "turns"),)
+    __table_args__ = (UniqueConstraint("fingerprint", "split", "turns"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(500))  # hub id or path as given by the user
+    name: Mapped[str] = mapped_column(String(500))  # display name: file or directory name, or the Hub id
+    # "sha256:HEX" of a file's bytes, "datasets:FP" (a save_to_disk directory's or a Hub dataset's own
+    # fingerprint), or "name:NAME" where no content is at hand (imported runs; stores from before this)
+    fingerprint: Mapped[str] = mapped_column(String(200))
+    source: Mapped[Optional[str]] = mapped_column(Text)  # the path or Hub id as last given
     split: Mapped[str] = mapped_column(String(100), default="")
     turns: Mapped[str] = mapped_column(String(10), default="last")  # "last" | "all": different examples
     format: Mapped[Optional[str]] = mapped_column(String(50))
@@ -99,7 +108,8 @@ class Run(Base):
     generation: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # generation settings
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # resolved, validated run config
     repro: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # git sha, versions, hashes, seed
-    # A baseline run points at the candidate it was evaluated for; the candidate has NULL here.
+    # A baseline run points at the candidate it was first evaluated for; the candidate has NULL here.
+    # Which runs are whose baselines is ``RunBaseline`` (a reused baseline serves several candidates).
     baseline_for_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
     status: Mapped[str] = mapped_column(String(20), default="running")  # running | finished | failed | interrupted
     error: Mapped[Optional[str]] = mapped_column(Text)
@@ -116,6 +126,20 @@ class Run(Base):
     heartbeat_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime)
 
     dataset: Mapped[Dataset] = relationship(lazy="raise")
+
+
+class RunBaseline(Base):
+    """Run ``baseline_id`` is a baseline of candidate ``candidate_id``. One baseline run may serve many
+    candidates: ``--baseline`` reuses a finished run of the identical model, settings and data instead of
+    generating again (``reused`` says so; ``--no-reuse`` forces a fresh run)."""
+
+    __tablename__ = "run_baselines"
+
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    baseline_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True,
+                                             index=True)
+    reused: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class RejectedRow(Base):

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, aliased
 from db._columns import paired_metric
 from db._models import Annotation, Dataset, ExampleRow, Metric, MetricValue, PassThreshold, Result, Run
 from db._query import _metric_id_map, run_metric_names
+from db._query_runs import add_baselines
 
 # Orders of compare_examples: the difference is value A - value B.
 COMPARE_ORDERS = ("diff_desc", "diff_asc", "abs_desc", "row")
@@ -29,19 +30,22 @@ def run_index(*, session: Session) -> list[dict[str, Any]]:
             .join(Dataset, Dataset.id == Run.dataset_id).order_by(Run.created_at.desc(), Run.id.desc()))
     keys = ("id", "name", "family", "model", "adapter", "dataset_id", "dataset", "split", "created_at", "status",
             "baseline_for_id")
-    return [dict(zip(keys, row)) for row in session.execute(stmt).all()]
+    rows = [dict(zip(keys, row)) for row in session.execute(stmt).all()]
+    add_baselines(session, rows)
+    return rows
 
 
 def list_datasets(*, session: Session) -> list[dict[str, Any]]:
     """Every dataset with how many runs it has, most recently evaluated first."""
     stmt = (
-        select(Dataset.id, Dataset.name, Dataset.split, Dataset.turns, func.count(Run.id), func.max(Run.created_at))
+        select(Dataset.id, Dataset.name, Dataset.split, Dataset.turns, func.count(Run.id), func.max(Run.created_at),
+               Dataset.fingerprint, Dataset.source)
         .outerjoin(Run, Run.dataset_id == Dataset.id)
-        .group_by(Dataset.id, Dataset.name, Dataset.split, Dataset.turns)
+        .group_by(Dataset.id, Dataset.name, Dataset.split, Dataset.turns, Dataset.fingerprint, Dataset.source)
         # NULLS LAST: SQLite's default for DESC, not PostgreSQL's (datasets without runs go last on both)
         .order_by(func.max(Run.created_at).desc().nulls_last(), Dataset.id)
     )
-    keys = ("id", "name", "split", "turns", "n_runs", "last_run_at")
+    keys = ("id", "name", "split", "turns", "n_runs", "last_run_at", "fingerprint", "source")
     return [dict(zip(keys, row)) for row in session.execute(stmt)]
 
 

@@ -60,9 +60,9 @@ def datasets_holding(*, session: Session, keys: Sequence[str]) -> list[dict[str,
             counts[ds] = counts.get(ds, 0) + int(n)
     if not counts:
         return []
-    rows = session.execute(select(Dataset.id, Dataset.name, Dataset.split, Dataset.turns)
+    rows = session.execute(select(Dataset.id, Dataset.name, Dataset.split, Dataset.turns, Dataset.fingerprint)
                            .where(Dataset.id.in_(list(counts)))).all()
-    out = [dict(id=r[0], name=r[1], split=r[2], turns=r[3], n=counts[r[0]]) for r in rows]
+    out = [dict(id=r[0], name=r[1], split=r[2], turns=r[3], fingerprint=r[4], n=counts[r[0]]) for r in rows]
     return sorted(out, key=lambda d: (-d["n"], d["id"]))
 
 

@@ -20,6 +20,7 @@ from db._models import (
     RejectedRow,
     Result,
     Run,
+    RunBaseline,
 )
 from db._query import contains_text, metrics_for_results
 from db._values import FailureKind, unpack_logprobs
@@ -40,16 +41,17 @@ def _run_dict(run: Run) -> dict[str, Any]:
 def list_runs(*, session: Session, model: Optional[str] = None, dataset: Optional[str] = None,
               since: Optional[dt.datetime] = None, until: Optional[dt.datetime] = None,
               status: Optional[str] = None) -> list[dict[str, Any]]:
-    """Runs newest first, each with dataset name/split, result counts and its overall aggregates.
+    """Runs newest first, each with dataset name/split, result counts and its overall aggregates;
+    ``baselines`` (its baseline runs' ids, newest first) and ``is_baseline`` (it serves as one).
 
     Counts: ``n_results`` (results stored), ``n_failed`` (finish reason "error"), ``n_rejected``.
     ``aggregates``: {metric: {"mean": (value, ci_low, ci_high, n), "corpus": (...)}} over all examples.
     """
-    stmt = select(Run, Dataset.name, Dataset.split).join(Dataset, Dataset.id == Run.dataset_id)
+    stmt = select(Run, Dataset.name, Dataset.split, Dataset.source).join(Dataset, Dataset.id == Run.dataset_id)
     if model:  # "_" and "%" are literal characters here, not wildcards
         stmt = stmt.where(contains_text(model, Run.model, Run.name, Run.adapter))
     if dataset:
-        stmt = stmt.where(contains_text(dataset, Dataset.name))
+        stmt = stmt.where(contains_text(dataset, Dataset.name, Dataset.source))
     if since:
         stmt = stmt.where(Run.created_at >= since)
     if until:
@@ -67,12 +69,27 @@ def list_runs(*, session: Session, model: Optional[str] = None, dataset: Optiona
     counts = _result_counts(session, ids)
     aggs = _overall_aggregates(session, ids)
     out = []
-    for run, ds_name, ds_split in rows:
+    for run, ds_name, ds_split, ds_source in rows:
         d = _run_dict(run)
         n, failed = counts.get(run.id, (0, 0))
-        d.update(dataset=ds_name, split=ds_split, n_results=n, n_failed=failed, aggregates=aggs.get(run.id, {}))
+        d.update(dataset=ds_name, split=ds_split, dataset_source=ds_source, n_results=n, n_failed=failed, aggregates=aggs.get(run.id, {}))
         out.append(d)
+    add_baselines(session, out)
     return out
+
+
+def add_baselines(session: Session, runs: list[dict[str, Any]]) -> None:
+    """Give each run dict ``baselines``: the ids of its baseline runs, newest first (a reused baseline
+    serves several candidates), and ``is_baseline``: whether it is some run's baseline."""
+    links = session.execute(select(RunBaseline.candidate_id, RunBaseline.baseline_id)
+                            .order_by(RunBaseline.baseline_id.desc())).all()
+    mine: dict[int, list[int]] = {}
+    for candidate, baseline in links:
+        mine.setdefault(candidate, []).append(baseline)
+    serving = {b for _, b in links}
+    for r in runs:
+        r["baselines"] = mine.get(r["id"], [])
+        r["is_baseline"] = r["id"] in serving
 
 
 def _result_counts(session: Session, ids: list[int]) -> dict[int, tuple[int, int]]:
@@ -95,12 +112,12 @@ def _overall_aggregates(session: Session, ids: list[int]) -> dict[int, dict[str,
 
 
 def get_run(*, session: Session, run_id: int) -> Optional[dict[str, Any]]:
-    row = session.execute(select(Run, Dataset.name, Dataset.split).join(Dataset, Dataset.id == Run.dataset_id)
-                          .where(Run.id == run_id)).first()
+    row = session.execute(select(Run, Dataset.name, Dataset.split, Dataset.source, Dataset.fingerprint)
+                          .join(Dataset, Dataset.id == Run.dataset_id).where(Run.id == run_id)).first()
     if row is None:
         return None
     d = _run_dict(row[0])
-    d.update(dataset=row[1], split=row[2])
+    d.update(dataset=row[1], split=row[2], dataset_source=row[3], dataset_fingerprint=row[4])
     return d
 
 
@@ -132,8 +149,49 @@ def stored_comparisons(*, session: Session, run_a_id: int, run_b_id: int) -> lis
 
 
 def baselines_of(*, session: Session, run_id: int) -> list[int]:
-    """Runs evaluated as baselines for this candidate."""
-    return list(session.scalars(select(Run.id).where(Run.baseline_for_id == run_id).order_by(Run.id)))
+    """The baseline runs of this candidate (evaluated for it, or reused), oldest first."""
+    return list(session.scalars(select(RunBaseline.baseline_id).where(RunBaseline.candidate_id == run_id)
+                                .order_by(RunBaseline.baseline_id)))
+
+
+def baseline_links(*, session: Session, run_ids: Optional[list[int]] = None) -> list[dict[str, Any]]:
+    """Candidate -> baseline links (candidate_id, baseline_id, reused), of ``run_ids`` as either side
+    when given, else all."""
+    stmt = select(RunBaseline.candidate_id, RunBaseline.baseline_id, RunBaseline.reused)
+    if run_ids is not None:
+        stmt = stmt.where(or_(RunBaseline.candidate_id.in_(run_ids), RunBaseline.baseline_id.in_(run_ids)))
+    rows = session.execute(stmt.order_by(RunBaseline.candidate_id, RunBaseline.baseline_id)).all()
+    return [dict(candidate_id=c, baseline_id=b, reused=bool(r)) for c, b, r in rows]
+
+
+# The parts of a run's stored config and reproducibility record that decide its outputs and scores: two
+# finished runs that agree on all of them (and on the model's files) hold the same results.
+REUSE_CONFIG_KEYS = ("split", "turns", "limit", "fields", "format", "metrics", "perplexity", "chat_template",
+                     "dtype", "load_in_4bit", "max_length", "backend")
+REUSE_REPRO_KEYS = ("dataset_sha256", "base_model_fingerprint", "adapter_sha256", "eval_code_sha256")
+
+
+def find_reusable_run(*, session: Session, dataset_id: int, generation: dict[str, Any], config: dict[str, Any],
+                      repro: dict[str, Any], exclude: tuple[int, ...] | list[int] = ()) -> Optional[int]:
+    """The newest finished run on this dataset with the same generation settings, the same
+    ``REUSE_CONFIG_KEYS`` in its config and the same ``REUSE_REPRO_KEYS`` (each known: a run that
+    lacks a hash is never reused), and the same package versions; None if there is none."""
+    if any(not repro.get(k) for k in ("dataset_sha256", "base_model_fingerprint", "eval_code_sha256")):
+        return None
+    stmt = (select(Run).where(Run.dataset_id == dataset_id, Run.status == "finished", Run.id.not_in(list(exclude)))
+            .order_by(Run.created_at.desc(), Run.id.desc()))
+    for run in session.scalars(stmt):
+        stored_config, stored_repro = run.config or {}, run.repro or {}
+        if (run.generation or {}) != generation:
+            continue
+        if any(stored_config.get(k) != config.get(k) for k in REUSE_CONFIG_KEYS):
+            continue
+        if any(stored_repro.get(k) != repro.get(k) for k in REUSE_REPRO_KEYS):
+            continue
+        if stored_repro.get("packages") != repro.get("packages"):
+            continue
+        return run.id
+    return None
 
 
 def rejected_rows(*, session: Session, run_id: int) -> list[dict[str, Any]]:
@@ -156,15 +214,16 @@ def export_rows(*, session: Session, run_id: int, chunk: int = 1000) -> Iterator
     finish_reason, output_tokens, prompt_tokens, failures (names), error, latency_ms, ref_nll,
     ref_tokens, token_logprobs, metrics {name: value} (None where the metric failed on the example);
     and what ``python -m evaluator import_run`` needs to rebuild the run elsewhere: run_name, model,
-    run_created_at (ISO 8601), dataset, split, turns, turn_index, conversation_id, source, tags, metadata.
+    run_created_at (ISO 8601), dataset, split, turns, dataset_fingerprint, turn_index, conversation_id, source, tags, metadata.
     """
 
-    head = session.execute(select(Run.name, Run.model, Run.created_at, Dataset.name, Dataset.split, Dataset.turns)
+    head = session.execute(select(Run.name, Run.model, Run.created_at, Dataset.name, Dataset.split, Dataset.turns,
+                                  Dataset.fingerprint)
                            .join(Dataset, Dataset.id == Run.dataset_id).where(Run.id == run_id)).first()
     if head is None:
         return
     run_fields = dict(run_name=head[0], model=head[1], run_created_at=head[2].isoformat() if head[2] else None,
-                      dataset=head[3], split=head[4], turns=head[5])
+                      dataset=head[3], split=head[4], turns=head[5], dataset_fingerprint=head[6])
     last = (-1, -1)
     while True:
         stmt = (

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Mapping, Optional
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from db._models import Comparison, ExampleRow, Metric, MetricValue, Result, Run
+from db._models import Comparison, ExampleRow, Metric, MetricValue, Result, RunBaseline
 from db._values import unpack_logprobs
 
 
@@ -60,10 +60,10 @@ def comparison_partners(*, session: Session, run_id: int) -> list[tuple[int, int
         select(Comparison.run_a_id, Comparison.run_b_id)
         .where(or_(Comparison.run_a_id == run_id, Comparison.run_b_id == run_id)).distinct()
     ).all())
-    pairs.update((run_id, b) for b in session.scalars(select(Run.id).where(Run.baseline_for_id == run_id)))
-    candidate = session.scalar(select(Run.baseline_for_id).where(Run.id == run_id))
-    if candidate is not None:
-        pairs.add((candidate, run_id))
+    pairs.update(tuple(r) for r in session.execute(
+        select(RunBaseline.candidate_id, RunBaseline.baseline_id)
+        .where(or_(RunBaseline.candidate_id == run_id, RunBaseline.baseline_id == run_id))
+    ).all())
     return sorted(pairs)
 
 

@@ -24,6 +24,7 @@ from db._models import (
     RejectedRow,
     Result,
     Run,
+    RunBaseline,
     SavedView,
     utcnow,
 )
@@ -47,13 +48,33 @@ def _dialect_insert(session: Session, table):
 
 
 def get_or_create_dataset(*, session: Session, name: str, split: str = "", turns: str = "last",
-                          format: Optional[str] = None) -> int:
-    stmt = select(Dataset.id).where(Dataset.name == name, Dataset.split == split, Dataset.turns == turns)
+                          format: Optional[str] = None, fingerprint: Optional[str] = None,
+                          source: Optional[str] = None) -> int:
+    """The dataset of this content (``fingerprint``), split and turns, created if new; ``name`` is its
+    display name and ``source`` where it was read from (recorded, not part of its identity).
+
+    Without a fingerprint the dataset is identified by its name (``name:NAME``: imported runs). A
+    dataset stored before datasets had fingerprints is identified by its old name, the source as then
+    given: the first run of that source with a fingerprint takes that row over, so its history goes on."""
+    fingerprint = fingerprint or f"name:{name}"
+    stmt = select(Dataset.id).where(Dataset.fingerprint == fingerprint, Dataset.split == split,
+                                    Dataset.turns == turns)
     found = session.scalar(stmt)
+    if found is None and source and not fingerprint.startswith("name:"):
+        legacy = session.scalar(select(Dataset.id).where(Dataset.fingerprint == f"name:{source}",
+                                                         Dataset.split == split, Dataset.turns == turns))
+        if legacy is not None:
+            session.execute(update(Dataset).where(Dataset.id == legacy)
+                            .values(fingerprint=fingerprint, name=name, source=source))
+            return legacy
     if found is not None:
+        if source:
+            session.execute(update(Dataset).where(Dataset.id == found, Dataset.source.is_distinct_from(source))
+                            .values(source=source))
         return found
     ins = _dialect_insert(session, Dataset)
-    values = dict(name=name, split=split, turns=turns, format=format, created_at=utcnow())
+    values = dict(name=name, fingerprint=fingerprint, source=source, split=split, turns=turns, format=format,
+                  created_at=utcnow())
     if ins is not None:  # two evaluators may create the same dataset at once
         session.execute(ins.values(**values).on_conflict_do_nothing())
     else:
@@ -121,7 +142,21 @@ def create_run(*, session: Session, name: str, model: str, backend: str, dataset
               created_at=now, updated_at=now, **fields)
     session.add(run)
     session.flush()
+    if fields.get("baseline_for_id") is not None:
+        link_baseline(session=session, candidate_id=fields["baseline_for_id"], baseline_id=run.id)
     return run.id
+
+
+def link_baseline(*, session: Session, candidate_id: int, baseline_id: int, reused: bool = False) -> None:
+    """Record run ``baseline_id`` as a baseline of ``candidate_id`` (``reused``: a run that already
+    existed, found identical); linking the same pair twice changes nothing."""
+    if candidate_id == baseline_id:
+        raise ValueError(f"run {candidate_id} cannot be its own baseline")
+    exists = session.scalar(select(RunBaseline.candidate_id).where(RunBaseline.candidate_id == candidate_id,
+                                                                   RunBaseline.baseline_id == baseline_id))
+    if exists is None:
+        session.execute(insert(RunBaseline).values(candidate_id=candidate_id, baseline_id=baseline_id,
+                                                   reused=reused, created_at=utcnow()))
 
 
 def update_run(*, session: Session, run_id: int, **fields: Any) -> None:

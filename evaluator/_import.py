@@ -74,6 +74,7 @@ class Parsed:
     model: Optional[str] = None
     created_at: Optional[dt.datetime] = None
     dataset: Optional[tuple[str, str, str]] = None  # (name, split, turns)
+    dataset_fingerprint: Optional[str] = None  # an export's dataset content identity (db.Dataset.fingerprint)
     config: dict[str, Any] = field(default_factory=dict)
     higher_is_better: dict[str, Optional[bool]] = field(default_factory=dict)
     compute: bool = False  # compute the built-in reference-based metrics by default
@@ -254,6 +255,7 @@ def read_export(path: Path) -> Parsed:
         parsed.created_at = _date(first.get("run_created_at"))
         if first.get("dataset"):
             parsed.dataset = (str(first["dataset"]), str(first.get("split") or ""), str(first.get("turns") or "last"))
+            parsed.dataset_fingerprint = _text(first.get("dataset_fingerprint"))
         parsed.config = {"exported_run_id": first.get("run_id")}
     return parsed
 
@@ -378,8 +380,9 @@ def import_run(path: str | Path, *, format: str, db_url: Optional[str] = None, n
     sf = db.session_factory(engine)
     try:
         with sf.begin() as s:
-            ds_name, ds_split, ds_turns = _dataset(s, parsed, dataset_name, split, path)
+            ds_name, ds_split, ds_turns, ds_fp = _dataset(s, parsed, dataset_name, split, path)
             dataset_id = db.get_or_create_dataset(session=s, name=ds_name, split=ds_split, turns=ds_turns,
+                                                  fingerprint=ds_fp,
                                                   format=f"import:{format}")
             before = db.count_examples(session=s, dataset_id=dataset_id)
             ids = db.upsert_examples(session=s, dataset_id=dataset_id, examples=[r.example for r in parsed.rows])
@@ -420,19 +423,21 @@ def import_run(path: str | Path, *, format: str, db_url: Optional[str] = None, n
 
 
 def _dataset(session, parsed: Parsed, dataset_name: Optional[str], split: Optional[str],
-             path: Path) -> tuple[str, str, str]:
-    """(name, split, turns) of the dataset the rows join: the flag, else the file's, else (export) the one
-    dataset of the store that holds the examples' keys."""
+             path: Path) -> tuple[str, str, str, Optional[str]]:
+    """(name, split, turns, fingerprint) of the dataset the rows join: the flag (a dataset known by that
+    name), else the file's (an export carries its dataset's content fingerprint), else the one dataset of
+    the store that holds the examples' keys."""
 
     turns = parsed.dataset[2] if parsed.dataset else "last"
     if dataset_name:
-        return dataset_name, split if split is not None else (parsed.dataset[1] if parsed.dataset else ""), turns
+        return (dataset_name, split if split is not None else (parsed.dataset[1] if parsed.dataset else ""), turns,
+                None)
     if parsed.dataset:
-        return parsed.dataset[0], split if split is not None else parsed.dataset[1], turns
+        return parsed.dataset[0], split if split is not None else parsed.dataset[1], turns, parsed.dataset_fingerprint
     holders = db.datasets_holding(session=session, keys=[r.example["key"] for r in parsed.rows])
     if len(holders) == 1:
         h = holders[0]
-        return h["name"], h["split"] if split is None else split, h["turns"]
+        return h["name"], h["split"] if split is None else split, h["turns"], h["fingerprint"]
     where = "no dataset of this store holds its examples" if not holders else (
         f"{len(holders)} datasets of this store hold its examples ("
         + ", ".join(f"{h['name']} / {h['split'] or '-'}" for h in holders[:5]) + ")")

@@ -2,7 +2,7 @@
 
 git commit (and whether the tree had local changes), Python and package versions, the device,
 the chat template's hash, the adapter weights' hash, a fingerprint of the base model files,
-the seed and the dataset's content hash. Nothing here imports torch unless it is already loaded.
+the seed, the dataset's content hash and the evaluator code's hash. Nothing here imports torch unless it is already loaded.
 """
 from __future__ import annotations
 
@@ -79,17 +79,47 @@ def adapter_hash(adapter: Optional[str]) -> Optional[str]:
     return hash_files(files)
 
 
+# Tokenizer files that decide how a conversation becomes tokens (the chat template among them).
+TOKENIZER_FILES = ("tokenizer_config.json", "chat_template.jinja", "chat_template.json", "tokenizer.json",
+                   "special_tokens_map.json", "generation_config.json")
+_SAMPLE = 1 << 20  # bytes read from the start and the end of each weight file
+
+
 def model_fingerprint(model: Optional[str]) -> Optional[str]:
-    """Cheap identity of a local base model: config.json's content plus weight file names and sizes
-    (hashing 16 GB of weights for every run would take minutes). Hub models record their revision."""
+    """Cheap identity of a local base model: config.json and the tokenizer files, each weight file's
+    name and size, and its first and last MiB (hashing 16 GB of weights for every run would take
+    minutes; two checkpoints of one shape differ in those bytes). Hub models record their revision."""
     if not model or not Path(model).is_dir():
         return None
     d = Path(model)
     h = hashlib.sha256()
-    if (d / "config.json").is_file():
-        h.update((d / "config.json").read_bytes())
+    for name in ("config.json", *TOKENIZER_FILES):
+        if (d / name).is_file():
+            h.update(name.encode() + b"\0" + (d / name).read_bytes())
     for p in sorted(_weight_files(d)):
-        h.update(f"{p.name}:{p.stat().st_size}\n".encode())
+        size = p.stat().st_size
+        h.update(f"{p.name}:{size}\n".encode())
+        with p.open("rb") as f:
+            h.update(f.read(_SAMPLE))
+            if size > 2 * _SAMPLE:
+                f.seek(size - _SAMPLE)
+                h.update(f.read(_SAMPLE))
+    return h.hexdigest()
+
+
+# The code that turns examples into outputs and scores: a run evaluated by other code is not reused.
+_CODE_DIRS = ("data", "models", "scoring")
+_CODE_FILES = ("_generate.py", "_runner.py")
+
+
+def eval_code_hash() -> str:
+    """sha256 of the evaluator's data, model, generation and scoring code (its .py files by relative
+    path): the "scoring code version" a reused run must share. The same in every clone of a commit."""
+    root = Path(__file__).resolve().parent
+    files = [p for d in _CODE_DIRS for p in (root / d).rglob("*.py")] + [root / f for f in _CODE_FILES]
+    h = hashlib.sha256()
+    for p in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes())
     return h.hexdigest()
 
 
@@ -106,6 +136,7 @@ def collect(*, seed: int, dataset_hash: Optional[str], backend_info: Optional[di
         "chat_template_sha256": info.get("chat_template_sha256"),
         "adapter_sha256": adapter_hash(adapter),
         "base_model_fingerprint": model_fingerprint(base_model),
+        "eval_code_sha256": eval_code_hash(),
         "model_revision": info.get("model_revision"),
         "backend": info,
     }

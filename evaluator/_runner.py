@@ -101,6 +101,7 @@ class _Setup:
     key_ids: dict[str, int]  # example key -> example id
     existing: Optional[int]  # the run a --resume continues
     previous: dict[str, int]  # baseline model -> its run, for a resumed candidate
+    reused: set[int] = field(default_factory=set)  # those of them that were reused, not evaluated for it
 
 
 @dataclass
@@ -145,12 +146,17 @@ class RunSummary:
     baseline_for_id: Optional[int] = None
     baselines: list["RunSummary"] = field(default_factory=list)
     world_size: int = 1  # processes that shared the work (torchrun)
+    reused: bool = False  # a finished run of the identical baseline, linked instead of evaluated again
 
     def lines(self) -> list[str]:
         fails = ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items())) or "none"
         rate = self.output_tokens / self.generate_s if self.generate_s else 0.0
         role = f" (baseline for run {self.baseline_for_id})" if self.baseline_for_id else ""
         procs = f" on {self.world_size} processes" if self.world_size > 1 else ""
+        if self.reused:
+            return [f"run {self.run_id} '{self.name}' (baseline for run {self.baseline_for_id}): reused, "
+                    f"{self.n_examples} examples evaluated identically before (same model files, data, settings "
+                    "and evaluator code); nothing generated (--no-reuse evaluates it again)"]
         out = [
             f"run {self.run_id} '{self.name}'{role}: {self.status}{procs}",
             f"  rows in {self.n_rows} = {self.n_examples} examples + {self.n_rejected} rejected"
@@ -327,11 +333,12 @@ def _set_status(sf, run_id: int, status: str, text: Optional[str]) -> None:
 def _check_resumable(session, *, run_id: int, data) -> None:
     """A resume must see the dataset the run started on; checked before anything is written."""
     stored = db.get_run(session=session, run_id=run_id)
-    if (stored["dataset"], stored["split"]) != (data.name, data.split):
-        raise ConfigError(f"run {run_id} was evaluated on another dataset ({stored['dataset']} "
-                          f"{stored['split']}); start a new run")
+    same_content = stored["dataset_fingerprint"] in (data.fingerprint, f"name:{data.name}")
+    if stored["split"] != data.split or (not same_content and stored["dataset_source"] != data.name):
+        raise ConfigError(f"run {run_id} was evaluated on another dataset "
+                          f"({stored['dataset_source'] or stored['dataset']} {stored['split']}); start a new run")
     old_hash = (stored["repro"] or {}).get("dataset_sha256")
-    if old_hash and old_hash != data.content_hash:
+    if not same_content or (old_hash and old_hash != data.content_hash):
         raise ConfigError(f"the dataset changed since run {run_id} started (content hash differs): "
                           "start a new run instead of resuming")
 
@@ -546,6 +553,59 @@ def _check_models(config: RunConfig) -> None:
     check_models(specs, device=config.device, options=dict(base_url=config.base_url, api_key_env=config.api_key_env))
 
 
+def _reuse_baseline(*, sf, config: RunConfig, dataset_id: int, data, candidate: int, previous: Optional[int],
+                    previous_reused: set[int]) -> Optional[RunSummary]:
+    """Rank 0: the finished run this baseline may stand on instead of generating again, linked to the
+    candidate as reused; None when the baseline must be evaluated (or resumed).
+
+    A run is reused when it is a local model's run on this dataset whose model files (fingerprint),
+    adapter, dataset content, generation settings, scoring settings, evaluator code and package
+    versions are all the same (``db.find_reusable_run``). Endpoints (``openai:``) are never reused: the
+    model behind them may change. ``config.reuse`` false (``--no-reuse``) evaluates afresh."""
+    if previous is not None and previous not in previous_reused:
+        return None  # a resumed candidate's own baseline run: resume it
+    with sf.begin() as session:
+        rid = previous
+        if rid is None:
+            if not config.reuse:
+                return None
+            ident = describe_model(config.model, config.adapter)
+            if ident.external:
+                return None
+            repro = dict(dataset_sha256=data.content_hash, base_model_fingerprint=_repro.model_fingerprint(ident.base),
+                         adapter_sha256=_repro.adapter_hash(ident.adapter), eval_code_sha256=_repro.eval_code_hash(),
+                         packages=_repro.package_versions())
+            rid = db.find_reusable_run(session=session, dataset_id=dataset_id,
+                                       generation=config.generation_settings().as_dict(), config=config.stored(),
+                                       repro=repro, exclude=[candidate])
+            if rid is None:
+                return None
+            db.link_baseline(session=session, candidate_id=candidate, baseline_id=rid, reused=True)
+        run = db.get_run(session=session, run_id=rid)
+    log.info("baseline %s: reusing run %d, evaluated identically before (--no-reuse evaluates it again)",
+             config.model, rid)
+    return RunSummary(run_id=rid, name=run["name"], model=config.model, status="finished", n_rows=run["n_rows"],
+                      n_examples=run["n_examples"], n_rejected=run["n_rejected"], baseline_for_id=candidate,
+                      reused=True)
+
+
+def _baseline(config: RunConfig, model: str, *, ctx, sf, shared: _Setup, data, candidate: int,
+              common: dict[str, Any]) -> RunSummary:
+    """One baseline of the candidate: a reused identical run, or its own run evaluated (or resumed) on the
+    same examples; then the comparison, stored."""
+    # A baseline is its own model: it does not join the candidate's family in the trend views.
+    bcfg = config.model_copy(update={"model": model, "adapter": None, "name": None, "baselines": [],
+                                     "resume": None, "family": None})
+    b = _distributed.on_main(ctx, lambda: _reuse_baseline(
+        sf=sf, config=bcfg, dataset_id=shared.dataset_id, data=data, candidate=candidate,
+        previous=shared.previous.get(model), previous_reused=shared.reused))
+    if b is None:
+        b = _evaluate_model(config=bcfg, baseline_for=candidate, existing_run=shared.previous.get(model), **common)
+    _distributed.on_main(ctx, lambda: compare_runs(session_factory=sf, run_a_id=candidate,
+                                                   run_b_id=b.run_id) and None)
+    return b
+
+
 def _run(config: RunConfig, *, ctx, loader: Optional[BackendLoader], progress: bool) -> RunSummary:
 
     if loader is None:  # a custom loader (tests, the notebook API) brings its own models
@@ -573,22 +633,28 @@ def _run(config: RunConfig, *, ctx, loader: Optional[BackendLoader], progress: b
         engine = db.open_store(config.db)
         sf = db.session_factory(engine)
         lease = WriterLease(sf)
-        existing, previous = None, {}
+        existing, previous, reused = None, {}, set()
         if config.resume:
             with sf() as session:
                 existing = db.find_run(session=session, ref=config.resume)
                 _check_resumable(session, run_id=existing, data=data)  # before the dataset's rows are touched
-                for rid in db.baselines_of(session=session, run_id=existing):
+                for link in db.baseline_links(session=session, run_ids=[existing]):
+                    if link["candidate_id"] != existing:
+                        continue
+                    rid = link["baseline_id"]
                     r = db.get_run(session=session, run_id=rid)
                     previous.setdefault((r["config"] or {}).get("model") or r["model"], rid)
+                    if link["reused"]:
+                        reused.add(rid)
             lease.take(existing)
             candidate["id"] = existing
         with sf.begin() as session:
-            dataset_id = db.get_or_create_dataset(session=session, name=data.name, split=data.split,
-                                                  turns=config.turns, format=data.format)
+            dataset_id = db.get_or_create_dataset(session=session, name=data.display_name, split=data.split,
+                                                  turns=config.turns, format=data.format,
+                                                  fingerprint=data.fingerprint, source=data.name)
             key_ids = db.upsert_examples(session=session, dataset_id=dataset_id,
                                          examples=[_example_dict(e) for e in data.examples])
-        return _Setup(dataset_id=dataset_id, key_ids=key_ids, existing=existing, previous=previous)
+        return _Setup(dataset_id=dataset_id, key_ids=key_ids, existing=existing, previous=previous, reused=reused)
 
     try:
         shared = _distributed.on_main(ctx, prepare)
@@ -604,14 +670,8 @@ def _run(config: RunConfig, *, ctx, loader: Optional[BackendLoader], progress: b
                                   **common)
         candidate["id"] = summary.run_id
         for model in config.baselines:
-            # A baseline is its own model: it does not join the candidate's family in the trend views.
-            bcfg = config.model_copy(update={"model": model, "adapter": None, "name": None, "baselines": [],
-                                             "resume": None, "family": None})
-            b = _evaluate_model(config=bcfg, baseline_for=summary.run_id, existing_run=shared.previous.get(model),
-                                **common)
-            _distributed.on_main(ctx, lambda: compare_runs(session_factory=sf, run_a_id=summary.run_id,
-                                                           run_b_id=b.run_id) and None)
-            summary.baselines.append(b)
+            summary.baselines.append(_baseline(config, model, ctx=ctx, sf=sf, shared=shared, data=data,
+                                               candidate=summary.run_id, common=common))
         return summary
     except KeyboardInterrupt as exc:  # between runs (a comparison, a baseline's start): nothing is lost
         rid = candidate.get("id")

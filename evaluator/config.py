@@ -41,7 +41,7 @@ from evaluator.types import GenerationSettings
 
 # Keys that may differ between the first attempt of a run and its --resume (they do not change outputs).
 # The endpoint settings are here too: the same model may be served from another host on resume.
-OPERATIONAL_KEYS = frozenset({"db", "resume", "batch_size", "max_batch_size", "device", "base_url", "api_key_env",
+OPERATIONAL_KEYS = frozenset({"db", "resume", "reuse", "batch_size", "max_batch_size", "device", "base_url", "api_key_env",
                               "concurrency", "request_timeout", "max_retries"})
 
 
@@ -66,6 +66,9 @@ class RunConfig(BaseModel):
     fields: Optional[dict[str, str]] = Field(None, description="role -> column mapping for the data loader")
     # comparison
     baselines: list[str] = Field(default_factory=list, description="models, openai:MODEL or outputs:FILE")
+    reuse: bool = Field(True, description="a baseline already evaluated identically (a finished run of the same "
+                                          "model files, dataset content, settings and evaluator code) is reused, "
+                                          "not generated again")
     # OpenAI-compatible endpoints (openai:MODEL as model or baseline)
     base_url: Optional[str] = Field(None, description="API root, e.g. http://127.0.0.1:8000/v1 (default: OpenAI)")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the API key")

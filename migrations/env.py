@@ -44,11 +44,14 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
+    from db._engine import check_foreign_keys, sqlite_foreign_keys_off
+
     engine = make_engine(config.get_main_option("sqlalchemy.url") or None)
-    with engine.connect() as conn:
+    with engine.connect() as conn, sqlite_foreign_keys_off(conn):
         _configure(conn)
         with context.begin_transaction():
             context.run_migrations()
+            check_foreign_keys(conn)
         conn.commit()
 
 

@@ -295,7 +295,7 @@ def main() -> None:
     if not ds_ids:
         st.info("This store has no runs yet: evaluate a model first (`python -m evaluator run ...`).")
         st.stop()
-    ds_label = {d["id"]: fmt.dataset_label(d) for d in datasets}
+    ds_label = fmt.dataset_labels(datasets)
     linked_key = _seed_widgets(url, p, ds_ids)
 
     # 2. widgets

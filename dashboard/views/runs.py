@@ -94,10 +94,10 @@ class _Store:
         return [d["id"] for d in self.datasets]
 
     def ds_label(self, ds_id: Optional[int]) -> str:
-        d = next((d for d in self.datasets if d["id"] == ds_id), None)
-        if d is None:
+        labels = fmt.dataset_labels(self.datasets)
+        if ds_id not in labels:
             return "All datasets" if ds_id is None else f"#{ds_id}"
-        return fmt.dataset_label(d)
+        return labels[ds_id]
 
     @property
     def metrics(self) -> list[str]:
@@ -231,7 +231,7 @@ def _open_run(url: str, p: dict[str, Any], runs: pd.DataFrame, data: _Store) -> 
                      query_params={"run": str(chosen)})
         run = data.runs.loc[data.runs["id"] == chosen].iloc[0]
         st.text(f"model {run['model']} · adapter {run['adapter'] or '-'} · dataset {run['dataset']}/"
-                f"{run['split'] or '-'}")  # the full paths, which the table shortens
+                f"{run['split'] or '-'} ({run['dataset_source'] or '-'})")  # the full paths the table shortens
         n_rejected = int(run["rejected"])
         if n_rejected:
             o3.page_link(links.RUNS_PAGE, label=f"{n_rejected} rejected dataset rows", icon=":material/block:",

@@ -21,7 +21,7 @@ examples:
 Each record: run_id, example_id, example_key, row_index, category, messages, reference, output,
 finish_reason, output_tokens, prompt_tokens, failures, error, latency_ms, ref_nll, ref_tokens,
 token_logprobs (JSONL/Parquet), metrics {name: value}; JSONL also run_name, model, run_created_at,
-dataset, split, turns, turn_index, conversation_id, source, tags, metadata (what 'import_run --format
+dataset, split, turns, dataset_fingerprint, turn_index, conversation_id, source, tags, metadata (what 'import_run --format
 export' needs to rebuild the run in another store). CSV has messages as JSON text and one
 column "metric.NAME" per metric. JSONL/CSV go to stdout unless -o; Parquet needs -o (default run-ID.parquet).
 """

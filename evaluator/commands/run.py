@@ -60,6 +60,9 @@ def register(sub) -> None:
     g.add_argument("--baseline", action="extend", nargs="+", metavar="PATH_OR_HUB_ID",
                    help="also evaluate this model on the same examples and compare (repeatable); "
                         "openai:MODEL for an OpenAI-compatible endpoint, outputs:FILE for precomputed answers")
+    g.add_argument("--no-reuse", dest="reuse", action="store_false",
+                   help="evaluate every --baseline afresh, even when a finished run of the identical model, "
+                        "data and settings is in the store (by default that run is reused, and the reuse recorded)")
     g = p.add_argument_group("OpenAI-compatible endpoints (openai:MODEL as --model or --baseline)")
     g.add_argument("--base-url", metavar="URL", help="API root, e.g. http://127.0.0.1:8000/v1 (default: OpenAI's)")
     g.add_argument("--api-key-env", metavar="NAME", help="environment variable with the key (default OPENAI_API_KEY)")

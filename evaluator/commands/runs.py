@@ -29,7 +29,8 @@ def register(sub) -> None:
     p.add_argument("--db", metavar="URL", help="store URL or SQLite path (default $EVAL_DB_URL)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per run: id, name, model, adapter, dataset, status, counts, "
-                        "created/finished, aggregate metrics")
+                        "created/finished, baselines (ids of its baseline runs; a reused one serves several "
+                        "candidates), aggregate metrics")
     p.add_argument("--model", metavar="TEXT", help="only runs whose model, adapter or name contains TEXT")
     p.add_argument("--dataset", metavar="TEXT", help="only runs on a dataset whose name contains TEXT")
     p.add_argument("--status", choices=["running", "finished", "failed", "interrupted"],
@@ -53,6 +54,7 @@ def run_record(r: dict[str, Any]) -> dict[str, Any]:
         "status_text": r.get("status_text", r["status"]), "writer": r.get("writer"),
         "heartbeat_at": _iso(r.get("heartbeat_at")),
         "error": r.get("error"), "baseline_for_id": r.get("baseline_for_id"),
+        "baselines": list(r.get("baselines") or []), "is_baseline": bool(r.get("is_baseline")),
         "counts": {"rows": r["n_rows"], "examples": r["n_examples"], "rejected": r["n_rejected"],
                    "results": r["n_results"], "errors": r["n_failed"]},
         "created_at": _iso(r["created_at"]), "finished_at": _iso(r["finished_at"]),

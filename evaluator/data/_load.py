@@ -35,6 +35,8 @@ class LoadResult:
     name: str  # the source as given (path normalised)
     split: str
     fields: dict[str, str] = field(default_factory=dict)  # role -> column actually used
+    fingerprint: str = ""  # the whole source's content identity (not only the rows read): the store's dataset
+    display_name: str = ""  # the file or directory name, or the Hub id
 
 
 def load_examples(
@@ -74,7 +76,8 @@ def load_examples(
 
     if not sample:
         if not rows and limit == 0:
-            return LoadResult([], [], 0, format, ContentHasher().hexdigest(), src.name, src.split, dict(fields or {}))
+            return LoadResult([], [], 0, format, ContentHasher().hexdigest(), src.name, src.split, dict(fields or {}),
+                              src.fingerprint, src.display or src.name)
         if not rows:
             raise DataError(f"'{source}' has no rows")
         first = _rejection(rows[0], rows[0].error or f"row is {describe_type(rows[0].value)}, expected an object")
@@ -82,6 +85,7 @@ def load_examples(
     spec = resolve_spec(format, fields, sample)
     result = _build(rows, spec, turns)
     result.name, result.split = src.name, src.split
+    result.fingerprint, result.display_name = src.fingerprint, src.display or src.name
     logger.info(
         "%s: %d rows -> %d examples, %d rejected (format %s, turns %s)",
         result.name, result.n_rows, len(result.examples), len(result.rejected), spec.format, turns,

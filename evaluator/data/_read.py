@@ -9,6 +9,7 @@ value, so the loader can report it. Only whole-source problems raise :class:`Dat
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -41,9 +42,20 @@ class RawRow:
 
 @dataclass
 class Source:
-    name: str
+    name: str  # the source as given (a path normalised)
     split: str
     rows: Iterator[RawRow]
+    fingerprint: str = ""  # its content's identity, wherever it lies (``db.Dataset.fingerprint``)
+    display: str = ""  # what people call it: the file or directory name, or the Hub id
+
+
+def file_fingerprint(path: Path) -> str:
+    """"sha256:HEX" of a file's bytes: the same file has the same identity in every clone."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return f"sha256:{h.hexdigest()}"
 
 
 def open_source(source: str, split: str) -> Source:
@@ -66,7 +78,7 @@ def open_source(source: str, split: str) -> Source:
                 f"'{source}' has an unsupported extension '{suffix}'; "
                 f"use one of {', '.join(FILE_READERS)} or a save_to_disk directory"
             )
-        return Source(os.path.normpath(source), split, rows)
+        return Source(os.path.normpath(source), split, rows, fingerprint=file_fingerprint(path), display=path.name)
     if _looks_like_path(source):
         raise DataError(f"file not found: '{source}'; check the path (a Hugging Face Hub id looks like 'owner/name')")
     return _open_hub(source, split)
@@ -317,7 +329,8 @@ def _open_disk(path: Path, source: str, split: str) -> Source:
         if split not in ds:
             raise DataError(f"split '{split}' is not in '{source}' (splits: {', '.join(ds)}); choose one with --split")
         ds = ds[split]
-    return Source(os.path.normpath(source), split, _iter_dataset(ds))
+    return Source(os.path.normpath(source), split, _iter_dataset(ds), fingerprint=f"datasets:{ds._fingerprint}",
+                  display=path.resolve().name)
 
 
 def _open_hub(source: str, split: str) -> Source:
@@ -343,4 +356,4 @@ def _open_hub(source: str, split: str) -> Source:
     except Exception as exc:  # network, auth, config errors: all whole-dataset problems
         raise DataError(f"could not load '{source}' from the Hugging Face Hub: "
                         f"{type(exc).__name__}: {_first_line(exc)}") from None
-    return Source(source, split, _iter_dataset(ds))
+    return Source(source, split, _iter_dataset(ds), fingerprint=f"datasets:{ds._fingerprint}", display=source)

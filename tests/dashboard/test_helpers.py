@@ -124,6 +124,40 @@ def test_default_pair_without_baselines_takes_the_two_latest_on_one_dataset():
     assert _format.default_pair(_runs([])) == (None, None)
 
 
+def test_a_reused_baseline_pairs_with_every_candidate_it_serves():
+    """One base run serving v1, v2 and v3 (reused): each candidate's own baseline is that run, the
+    default pair is the newest candidate with it, and the page opens on a candidate, not on the base."""
+    t = dt.datetime(2026, 1, 1)
+    runs = pd.DataFrame([
+        dict(id=1, created_at=t, baseline_for_id=None, dataset_id=1, status="finished", baselines=[2], is_baseline=False),
+        dict(id=2, created_at=t + dt.timedelta(minutes=1), baseline_for_id=1, dataset_id=1, status="finished",
+             baselines=[], is_baseline=True),
+        dict(id=3, created_at=t + dt.timedelta(minutes=2), baseline_for_id=None, dataset_id=1, status="finished",
+             baselines=[2], is_baseline=False),
+        dict(id=4, created_at=t + dt.timedelta(minutes=3), baseline_for_id=None, dataset_id=1, status="finished",
+             baselines=[2], is_baseline=False),
+        # a run evaluated on its own first and only later reused as a baseline: no baseline_for_id
+        dict(id=5, created_at=t + dt.timedelta(minutes=4), baseline_for_id=None, dataset_id=1, status="finished",
+             baselines=[], is_baseline=True),
+    ])
+    assert [_format.own_baseline(runs, i) for i in (1, 3, 4)] == [2, 2, 2]
+    assert _format.own_baseline(runs, 2) is None
+    assert _format.default_pair(runs) == (4, 2)
+    assert _format.default_run(runs) == 4
+
+
+def test_datasets_sharing_a_name_are_told_apart_by_their_last_run_and_content():
+    t = dt.datetime(2026, 3, 1)
+    ds = [dict(id=1, name="/a/chat.jsonl", split="test", n_runs=2, last_run_at=t, fingerprint="sha256:0123456789ab"),
+          dict(id=2, name="chat.jsonl", split="test", n_runs=1, last_run_at=t + dt.timedelta(days=3),
+               fingerprint="sha256:fedcba987654"),
+          dict(id=3, name="other.jsonl", split="test", n_runs=1, last_run_at=t, fingerprint="sha256:00")]
+    labels = _format.dataset_labels(ds)
+    assert labels == {1: "chat.jsonl / test (2 runs · last 2026-03-01 · 01234567)",
+                      2: "chat.jsonl / test (1 run · last 2026-03-04 · fedcba98)",
+                      3: "other.jsonl / test (1 run)"}
+
+
 def test_headline_prefers_corpus_figures():
     aggs = pd.DataFrame([dict(run_id=1, metric="bleu", kind="mean", value=1.0, ci_low=0, ci_high=2, n=3),
                          dict(run_id=1, metric="bleu", kind="corpus", value=5.0, ci_low=4, ci_high=6, n=3),

@@ -39,22 +39,28 @@ def _runs(url):
     try:
         with db.session_factory(engine)() as s:
             listed = db.list_runs(session=s)
-            runs = {r["name"]: r for r in listed if r["baseline_for_id"] is None}  # the candidates
-            baselines = {r["baseline_for_id"]: r for r in listed if r["baseline_for_id"] is not None}
+            by_id = {r["id"]: r for r in listed}
+            runs = {r["name"]: r for r in listed if not r["is_baseline"]}  # the candidates
+            baselines = {r["id"]: by_id[r["baselines"][0]] for r in listed if r["baselines"]}  # candidate -> its base
             comparisons = {name: db.stored_comparisons(session=s, run_a_id=r["id"], run_b_id=baselines[r["id"]]["id"])
                            for name, r in runs.items() if r["id"] in baselines}
             runs["baselines"] = baselines
+            runs["all"] = listed
             failed = s.scalar(select(func.count()).select_from(db.Result).where(db.Result.failures != 0))
         return runs, comparisons, failed
     finally:
         engine.dispose()
 
 
-def test_demo_stores_three_versions_each_compared_with_the_base(demo_store):
-    url, _, _ = demo_store
+def test_demo_stores_three_versions_each_compared_with_the_one_base_run(demo_store):
+    url, _, out = demo_store
     runs, comparisons, _ = _runs(url)
     versions = [f"demo-v{i}" for i in (1, 2, 3)]
     assert set(versions) <= set(runs)
+    # the base is evaluated once (for v1) and reused by v2 and v3: four runs, names all different
+    assert sorted(r["name"] for r in runs["all"]) == ["demo-base", "demo-v1", "demo-v2", "demo-v3"]
+    assert len({runs["baselines"][runs[v]["id"]]["id"] for v in versions}) == 1
+    assert out.count("reused") >= 2
     assert all(runs[v]["status"] == "finished" and runs[v]["family"] == "demo" for v in versions)
     assert [runs[v]["created_at"] for v in versions] == sorted(runs[v]["created_at"] for v in versions)
     for v in versions:
@@ -82,7 +88,8 @@ def test_a_second_demo_run_reuses_everything(demo_store, demo_cache):
          "--cache", str(demo_cache)],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len(_runs(url)[0]["baselines"]) == before == 3
+    assert len(_runs(url)[0]["baselines"]) == before == 3  # three candidates, each with its base
+    assert len(_runs(url)[0]["all"]) == 4
 
 
 def test_dashboard_on_the_demo_store_in_chromium(demo_store):

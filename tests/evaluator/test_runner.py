@@ -168,3 +168,68 @@ def test_no_examples_is_an_error_before_any_run_is_created(varied_dir, tmp_path,
         run_evaluation(config(varied_dir, bad, store_url), progress=False)
     with engine.connect() as c:
         assert c.scalar(select(func.count()).select_from(db.Run)) == 0
+
+
+def test_an_identical_baseline_is_reused_not_generated_again_and_the_reuse_is_recorded(
+        varied_dir, tiny_model_dir, dataset, store_url, engine, tmp_path):
+    base = str(tiny_model_dir)
+    v1 = run_evaluation(config(varied_dir, dataset, store_url, name="v1", baselines=[base]), progress=False)
+    # the same file from another directory (a colleague's clone) is the same dataset
+    elsewhere = tmp_path / "clone" / "chat.jsonl"
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(dataset.read_bytes())
+    v2 = run_evaluation(config(varied_dir, elsewhere, store_url, name="v2", baselines=[base]), progress=False)
+    first = v1.baselines[0]
+    assert not first.reused and first.n_generated == 7
+    assert v2.baselines[0].reused and v2.baselines[0].run_id == first.run_id and v2.baselines[0].n_generated == 0
+    assert "reused" in "\n".join(v2.lines())
+    with db.session_factory(engine)() as s:
+        assert len(db.list_runs(session=s)) == 3  # v1, v2 and one base
+        assert db.baseline_links(session=s, run_ids=[first.run_id]) == [
+            dict(candidate_id=v1.run_id, baseline_id=first.run_id, reused=False),
+            dict(candidate_id=v2.run_id, baseline_id=first.run_id, reused=True)]
+        assert db.baselines_of(session=s, run_id=v2.run_id) == [first.run_id]
+        assert db.stored_comparisons(session=s, run_a_id=v2.run_id, run_b_id=first.run_id)
+        runs = {r["id"]: r for r in db.list_runs(session=s)}
+        assert runs[v2.run_id]["baselines"] == [first.run_id] and runs[first.run_id]["is_baseline"]
+        assert runs[v1.run_id]["dataset_id"] == runs[v2.run_id]["dataset_id"]
+        assert runs[v2.run_id]["dataset"] == "chat.jsonl" and runs[v2.run_id]["dataset_source"] == str(elsewhere)
+    # resuming v2 keeps the reused baseline as it is
+    again = run_evaluation(resume_config("v2", db_url=store_url), progress=False)
+    assert again.baselines[0].reused and again.baselines[0].run_id == first.run_id
+    # --no-reuse evaluates afresh; so does anything that changes the outputs
+    fresh = run_evaluation(config(varied_dir, dataset, store_url, name="v3", baselines=[base], reuse=False),
+                           progress=False)
+    shorter = run_evaluation(config(varied_dir, dataset, store_url, name="v4", baselines=[base], max_new_tokens=5),
+                             progress=False)
+    assert not fresh.baselines[0].reused and fresh.baselines[0].run_id not in (first.run_id,)
+    assert not shorter.baselines[0].reused and shorter.baselines[0].run_id not in (first.run_id,
+                                                                                   fresh.baselines[0].run_id)
+    assert outputs(engine, fresh.baselines[0].run_id) == outputs(engine, first.run_id)  # what reuse relied on
+
+
+def test_a_baseline_whose_model_files_changed_is_evaluated_again(varied_dir, tiny_model_dir, dataset, store_url,
+                                                                 tmp_path):
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    v1 = run_evaluation(config(varied_dir, dataset, store_url, baselines=[str(base)]), progress=False)
+    retrained = make_varied_model(tiny_model_dir, tmp_path / "other", seed=5)  # same shape and sizes, other weights
+    for f in retrained.iterdir():
+        if f.suffix == ".safetensors":
+            shutil.copy(f, base / f.name)
+    v2 = run_evaluation(config(varied_dir, dataset, store_url, baselines=[str(base)]), progress=False)
+    assert not v2.baselines[0].reused and v2.baselines[0].run_id != v1.baselines[0].run_id
+
+
+def test_a_changed_file_is_a_new_dataset_under_the_same_name(varied_dir, dataset, store_url, engine):
+    first = run_evaluation(config(varied_dir, dataset, store_url), progress=False)
+    write_jsonl(dataset, chat_rows(7, start=1))
+    second = run_evaluation(config(varied_dir, dataset, store_url), progress=False)
+    with db.session_factory(engine)() as s:
+        runs = {r["id"]: r for r in db.list_runs(session=s)}
+        datasets = db.list_datasets(session=s)
+    assert runs[first.run_id]["dataset_id"] != runs[second.run_id]["dataset_id"]
+    assert [d["name"] for d in datasets] == ["chat.jsonl", "chat.jsonl"]
+    assert all(d["fingerprint"].startswith("sha256:") for d in datasets)

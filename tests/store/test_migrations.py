@@ -9,7 +9,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, inspect, select
 
 import db
-from db._engine import MIGRATIONS_DIR, _alembic_config
+from db._engine import MIGRATIONS_DIR, _alembic_config, migration_connection
 from tests.support.store_seed import seed_minimal
 
 
@@ -48,11 +48,11 @@ def test_upgrade_downgrade_upgrade_keeps_rows_when_reupgraded(any_engine):
     with engine.connect() as conn:
         dump = {t.name: [dict(r._mapping) for r in conn.execute(select(t).order_by(*t.primary_key.columns))]
                 for t in db.Base.metadata.sorted_tables}
-    with engine.begin() as conn:
+    with migration_connection(engine) as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
-    with engine.begin() as conn:
+    with migration_connection(engine) as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     with engine.begin() as conn:
@@ -74,7 +74,7 @@ def test_stepping_down_one_revision_and_back_up_keeps_every_row(any_engine):
         columns = [tuple(r) for r in conn.execute(select(db.MetricColumn.__table__).order_by("run_id", "metric_id"))]
     cfg = _alembic_config(engine)
     for target in ("-1", "head"):
-        with engine.begin() as conn:
+        with migration_connection(engine) as conn:
             cfg.attributes["connection"] = conn
             (command.downgrade if target == "-1" else command.upgrade)(cfg, target)
     after = _counts(engine)
@@ -92,3 +92,42 @@ def test_upgrade_is_a_no_op_at_head(engine):
     rev = db.current_revision(engine)
     db.upgrade(engine)
     assert db.current_revision(engine) == rev == db.head_revision()
+
+
+def _step(engine, target: str) -> None:
+    cfg = _alembic_config(engine)
+    with migration_connection(engine) as conn:
+        cfg.attributes["connection"] = conn
+        (command.upgrade if target == "head" else command.downgrade)(cfg, target)
+
+
+def test_a_store_from_before_baseline_links_and_content_identity_migrates_without_losing_a_row(any_engine):
+    """A store at c5e2a8f1d604 (datasets named by their path, one candidate per baseline) comes up
+    with its baseline links copied and each dataset known as ``name:<path>`` under its file name; the
+    next run of that path takes the row over (same id), so the dataset's history goes on."""
+    engine = any_engine
+    seed = seed_minimal(engine)
+    before = _counts(engine)
+    _step(engine, "c5e2a8f1d604")
+    with engine.begin() as conn:  # what such a store held: the path as given
+        conn.execute(db.Dataset.__table__.update().values(name="/home/ann/evals/fixture.jsonl"))
+    _step(engine, "head")
+    assert _counts(engine) == before  # every row of every table, examples and results included
+    with db.session_factory(engine)() as s:
+        assert db.baseline_links(session=s) == [
+            dict(candidate_id=seed["candidate"], baseline_id=seed["baseline"], reused=False)]
+        ds = s.get(db.Dataset, seed["dataset_id"])
+        assert (ds.name, ds.source, ds.fingerprint) == (
+            "fixture.jsonl", "/home/ann/evals/fixture.jsonl", "name:/home/ann/evals/fixture.jsonl")
+    with db.session_factory(engine).begin() as s:
+        again = db.get_or_create_dataset(session=s, name="fixture.jsonl", split="test", fingerprint="sha256:abc",
+                                         source="/home/ann/evals/fixture.jsonl")
+    assert again == seed["dataset_id"]
+    with db.session_factory(engine)() as s:
+        assert s.get(db.Dataset, again).fingerprint == "sha256:abc"
+    # and down again: the path is the identity once more, every row kept
+    _step(engine, "c5e2a8f1d604")
+    with engine.connect() as conn:
+        assert {t: conn.execute(select(func.count()).select_from(db.Base.metadata.tables[t])).scalar()
+                for t in before if t != "run_baselines"} == {t: n for t, n in before.items() if t != "run_baselines"}
+        assert conn.execute(select(db.Dataset.__table__.c.name)).scalar() == "/home/ann/evals/fixture.jsonl"

@@ -172,7 +172,7 @@ def test_export_rows_hold_every_field_in_dataset_order_across_chunks(store):
         output="answer nine", finish_reason="length", output_tokens=3, prompt_tokens=11,
         failures=["truncated", "repetition"], error=None, latency_ms=12.5, ref_nll=2.5, ref_tokens=4,
         metrics={"bleu": 7.0, "rougeL": None}, run_name="newer", model="m-new", dataset="support.jsonl",
-        split="test", turns="last", turn_index=3, conversation_id="c-9", source="crm", tags=["hard", "vip"],
+        split="test", turns="last", dataset_fingerprint="name:support.jsonl", turn_index=3, conversation_id="c-9", source="crm", tags=["hard", "vip"],
         metadata={"ticket": 42})
     assert nine["token_logprobs"] == pytest.approx([-0.5, -0.25, -1.0])
     assert nine["run_created_at"] == (T0 + dt.timedelta(days=2)).isoformat()
@@ -281,12 +281,24 @@ def test_baselines_of_a_run_are_the_runs_evaluated_for_it_in_id_order(store):
     with sf.begin() as s:
         later = db.create_run(session=s, name="b2", model="m", backend="transformers", dataset_id=ids["ds"],
                               baseline_for_id=ids["newer"])
-        db.update_run(session=s, run_id=ids["older"], baseline_for_id=ids["newer"])
-        db.update_run(session=s, run_id=ids["third"], baseline_for_id=ids["older"])
+        db.link_baseline(session=s, candidate_id=ids["newer"], baseline_id=ids["older"])
+        db.link_baseline(session=s, candidate_id=ids["older"], baseline_id=ids["third"])
+        # a reused baseline serves two candidates; linking a pair again changes nothing
+        db.link_baseline(session=s, candidate_id=ids["third"], baseline_id=later, reused=True)
+        db.link_baseline(session=s, candidate_id=ids["third"], baseline_id=later)
+        with pytest.raises(ValueError, match="its own baseline"):
+            db.link_baseline(session=s, candidate_id=later, baseline_id=later)
     with sf() as s:
         assert db.baselines_of(session=s, run_id=ids["newer"]) == sorted([ids["older"], later])
         assert db.baselines_of(session=s, run_id=ids["older"]) == [ids["third"]]
-        assert db.baselines_of(session=s, run_id=ids["third"]) == []
+        assert db.baselines_of(session=s, run_id=ids["third"]) == [later]
+        assert db.baselines_of(session=s, run_id=later) == []
+        links = db.baseline_links(session=s, run_ids=[later])
+        assert links == [dict(candidate_id=ids["newer"], baseline_id=later, reused=False),
+                         dict(candidate_id=ids["third"], baseline_id=later, reused=True)]
+        runs = {r["id"]: r for r in db.list_runs(session=s)}
+    assert runs[ids["newer"]]["baselines"] == sorted([ids["older"], later], reverse=True)  # newest first
+    assert [runs[ids[k]]["is_baseline"] for k in ("newer", "older", "third")] == [False, True, True]
 
 
 def test_list_runs_splits_running_from_interrupted_by_the_writers_lease(store):
@@ -395,7 +407,8 @@ def test_get_run_has_every_column_its_dataset_and_the_status_as_read(store):
     with sf() as s:
         run = db.get_run(session=s, run_id=ids["third"])
         assert db.get_run(session=s, run_id=9999) is None
-    assert set(run) == {*RUN_COLUMNS, "status_text", "dataset", "split"}
+    assert set(run) == {*RUN_COLUMNS, "status_text", "dataset", "split", "dataset_source", "dataset_fingerprint"}
+    assert (run["dataset_source"], run["dataset_fingerprint"]) == (None, "name:other.jsonl")
     assert (run["name"], run["status"], run["status_text"], run["dataset"], run["split"]) == (
         "third", "finished", "finished", "other.jsonl", "test")
 
