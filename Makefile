@@ -11,7 +11,7 @@ demo: setup
 	.venv/bin/python -m evaluator demo
 
 dashboard: setup
-	.venv/bin/streamlit run dashboard/app.py
+	.venv/bin/streamlit run dashboard/server.py
 
 test:
 	bash scripts/setup.sh --tests

@@ -1,1 +1,1 @@
-"""The Streamlit dashboard over the result store: ``streamlit run dashboard/app.py``. Reads through ``db`` only."""
+"""The Streamlit dashboard over the result store: ``streamlit run dashboard/server.py``. Reads through ``db`` only."""

@@ -30,7 +30,7 @@ MAX_ENTRIES = 256  # per loader; each entry is at most one page of rows
 
 
 def store_url(argv: Optional[list[str]] = None) -> str:
-    """``--db URL`` after ``streamlit run dashboard/app.py --``, else ``$EVAL_DB_URL``, else the default."""
+    """``--db URL`` after ``streamlit run dashboard/server.py --``, else ``$EVAL_DB_URL``, else the default."""
     argv = sys.argv[1:] if argv is None else argv
     url = None
     for i, arg in enumerate(argv):

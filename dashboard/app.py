@@ -1,6 +1,7 @@
-"""Entry point: ``streamlit run dashboard/app.py`` (store from $EVAL_DB_URL) or ``... -- --db URL``.
+"""The page router: page config, the page list, run the chosen page. Pages live in ``views/``.
 
-Only routes: page config, the page list, run the chosen page. Pages live in ``views/``.
+Served by ``streamlit run dashboard/server.py`` (store from $EVAL_DB_URL, or ``... -- --db URL``), which
+warms the server before the first page; ``streamlit run dashboard/app.py`` serves the same pages cold.
 """
 from pathlib import Path
 

@@ -6,6 +6,7 @@ written by a newer version) becomes a ``StoreError`` whose message is one line s
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -200,7 +201,9 @@ def _alembic_config(engine: Engine):
     return cfg
 
 
+@functools.lru_cache(maxsize=1)
 def head_revision() -> str:
+    """The migrations' head; read once per process (the revision files are part of the installed code)."""
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 

@@ -25,7 +25,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install --quiet -r requirements-dev.txt
     echo "$want" > "$stamp"
 fi
-# The checkout itself, editable: `streamlit run dashboard/app.py` and scripts find evaluator/, db/ and
+# The checkout itself, editable: `streamlit run dashboard/server.py` and scripts find evaluator/, db/ and
 # dashboard/ from any directory, and `evalbench` is on the venv's PATH.
 if ! (cd / && "$ROOT/.venv/bin/python" -c "import db, dashboard, evaluator" 2>/dev/null); then
     echo "setup: installing this checkout into .venv (editable)"

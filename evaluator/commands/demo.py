@@ -34,7 +34,7 @@ examples:
 
   # then, on the evaluated store:
   python -m evaluator runs --db demo.sqlite
-  EVAL_DB_URL=sqlite:///demo.sqlite streamlit run dashboard/app.py
+  EVAL_DB_URL=sqlite:///demo.sqlite streamlit run dashboard/server.py
 
 The models are cached in --cache, else $EVALBENCH_CACHE, else ~/.cache/evalbench-demo.
 The store is --db URL, else $EVAL_DB_URL, else sqlite:///eval_store.sqlite.
@@ -42,7 +42,7 @@ The store is --db URL, else $EVAL_DB_URL, else sqlite:///eval_store.sqlite.
 
 FAMILY = "demo"
 MAX_NEW_TOKENS = 40  # every reference answer fits (<= 35 tokens); a model that does not stop is cut here
-DASHBOARD_APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+DASHBOARD_APP = Path(__file__).resolve().parents[2] / "dashboard" / "server.py"
 
 
 def register(sub) -> None:
@@ -115,7 +115,7 @@ def evaluate_versions(models, *, url: str, force: bool = False, progress: bool =
 
 
 def start_dashboard(url: str, port: int) -> subprocess.Popen:
-    """``streamlit run dashboard/app.py`` headless on ``port``, reading ``url``; returns once it answers."""
+    """``streamlit run dashboard/server.py`` headless on ``port``, reading ``url``; returns once it answers."""
     env = dict(os.environ, EVAL_DB_URL=url)
     cmd = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP), "--server.headless", "true",
            "--server.port", str(port), "--browser.gatherUsageStats", "false"]
@@ -160,12 +160,12 @@ def main(args: argparse.Namespace) -> int:
     print(f"evaluated in {time.perf_counter() - built:.0f} s; results in {url}")
 
     if not args.dashboard:
-        print(f"open them with: EVAL_DB_URL={url} streamlit run dashboard/app.py")
+        print(f"open them with: EVAL_DB_URL={url} streamlit run dashboard/server.py")
         return 0
     proc = start_dashboard(url, args.port)
     if proc.poll() is not None:
         print(f"error: the dashboard did not start (exit {proc.returncode}); "
-              f"try: EVAL_DB_URL={url} streamlit run dashboard/app.py", file=sys.stderr)
+              f"try: EVAL_DB_URL={url} streamlit run dashboard/server.py", file=sys.stderr)
         return 2
     print(f"dashboard: http://localhost:{args.port}  (Ctrl-C stops it)")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the dashboard too, as Ctrl-C does

@@ -1,4 +1,4 @@
-"""Real-browser smoke test: `streamlit run dashboard/app.py` on a seeded store, each page opened in headless
+"""Real-browser smoke test: `streamlit run dashboard/server.py` on a seeded store, each page opened in headless
 Chromium (Debian's /usr/bin/chromium through playwright), no exception element, hostile text literal,
 one screenshot per page in $ARTIFACTS_DIR/smoke (the README's come from the demo: tests/e2e/test_demo.py).
 """

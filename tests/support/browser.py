@@ -35,8 +35,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_dashboard(store_url: str, log_path: Path) -> Iterator[str]:
-    """`streamlit run dashboard/app.py -- --db URL` on a free loopback port; yields its base URL.
+def running_dashboard(store_url: str, log_path: Path, app: Path = ROOT / "dashboard" / "server.py") -> Iterator[str]:
+    """`streamlit run dashboard/server.py -- --db URL` on a free loopback port; yields its base URL.
 
     Started as a user starts it: the venv's `streamlit` command, from another directory, with nothing added
     to the import path (the project is installed in the venv by scripts/setup.sh)."""
@@ -45,7 +45,7 @@ def running_dashboard(store_url: str, log_path: Path) -> Iterator[str]:
     env["EVAL_DB_URL"] = "sqlite:///not-this-one.sqlite"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("streamlit")), "run", str(ROOT / "dashboard" / "app.py"),
+            [str(Path(sys.executable).with_name("streamlit")), "run", str(app),
              "--server.headless",
              "true", "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats",
              "false", "--server.fileWatcherType", "none", "--", "--db", store_url],
