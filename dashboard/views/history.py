@@ -12,7 +12,7 @@ metrics, <= otherwise); flaky means scored in at least 3 versions and flipping p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import altair as alt
 import pandas as pd
@@ -67,8 +67,8 @@ def load_flaky(url: str, run_ids: tuple[int, ...], metric: str, thr: float, hib:
               limit=200)
 
 
-def _history_link(dataset_id: int, key: str, base: dict[str, Any]) -> str:
-    return review.relative_link(review.HISTORY_PATH, {**base, "dataset": dataset_id, "key": key})
+def _history_links(dataset_id: int, keys: Iterable[str], base: dict[str, Any]) -> list[str]:
+    return review.relative_links(review.HISTORY_PATH, {**base, "dataset": dataset_id}, "key", keys)
 
 
 def history_frame(history: list[dict[str, Any]], metric: Optional[str], thr: float, hib: bool) -> pd.DataFrame:
@@ -158,8 +158,8 @@ def _rows_table(rows: list[dict[str, Any]], dataset_id: int, after_run: int, lin
                 key: str) -> None:
     df = pd.DataFrame(rows, columns=["example_id", "key", "prompt", "before", "after", "category", "row_index"])
     df["prompt"] = df["prompt"].map(lambda t: t if t is None or len(t) <= 160 else t[:159] + "…")
-    df["history"] = [_history_link(dataset_id, k, link_base) for k in df["key"]]
-    df["browser"] = [review.relative_link(review.BROWSER_PATH, {"run": after_run, "ex": e}) for e in df["example_id"]]
+    df["history"] = _history_links(dataset_id, df["key"], link_base)
+    df["browser"] = review.relative_links(review.BROWSER_PATH, {"run": after_run}, "ex", df["example_id"])
     st.dataframe(df, hide_index=True, width="stretch", key=key, column_config={
         "prompt": st.column_config.TextColumn("prompt", width="large"),
         "before": st.column_config.NumberColumn(format="%.4g"), "after": st.column_config.NumberColumn(format="%.4g"),
@@ -280,7 +280,7 @@ def _flaky(url: str, v: _Versions, rule: threshold.PassRule, link_base: dict[str
             "(pattern: P pass, F fail, . not scored; oldest version first)")
     if fl["rows"]:
         df = pd.DataFrame(fl["rows"])
-        df["history"] = [_history_link(v.dataset_id, k, link_base) for k in df["key"]]
+        df["history"] = _history_links(v.dataset_id, df["key"], link_base)
         st.dataframe(df[["example_id", "key", "row_index", "category", "pattern", "flips", "versions", "history"]],
                      hide_index=True, width="stretch", key="history_flaky",
                      column_config={"history": st.column_config.LinkColumn("history", display_text="history")})

@@ -78,6 +78,14 @@ def test_example_links_use_the_browser_page_and_a_safe_base_url(monkeypatch):
         "browser?run=3&category=%3Ci%3Ex%3C%2Fi%3E+%26+y"
 
 
+def test_links_for_a_whole_table_equal_one_link_each():
+    base = {"metric": "rougeL", "thr": 0.5, "dataset": 2, "empty": "", "none": None}
+    keys = ["a b", "x&y=z", "ключ", "<i>"]
+    assert review.relative_links("history", base, "key", keys) == \
+        [review.relative_link("history", {**base, "key": k}) for k in keys]
+    assert review.relative_links("browser", {}, "ex", [1, 2]) == ["browser?ex=1", "browser?ex=2"]
+
+
 def test_csv_export_keeps_every_string_and_defuses_formulas():
     data = review.decision_log_csv(_log(), "https://eval.example.com")
     assert data.startswith("\ufeff".encode())
