@@ -1,0 +1,20 @@
+"""Preference judgments: an LLM (or a human) says which of two answers is better.
+
+This package only re-exports; each concept lives in a private module. The statistics (``_stats``)::
+
+    from evaluator.judging import (win_rate, combine_orders, position_consistency,
+                                   length_controlled_win_rate, bradley_terry, judge_human_agreement,
+                                   alpaca_eval_preference)
+"""
+from evaluator.judging._stats import (
+    alpaca_eval_preference,
+    bradley_terry,
+    combine_orders,
+    judge_human_agreement,
+    length_controlled_win_rate,
+    position_consistency,
+    win_rate,
+)
+
+__all__ = ["alpaca_eval_preference", "bradley_terry", "combine_orders", "judge_human_agreement",
+           "length_controlled_win_rate", "position_consistency", "win_rate"]
