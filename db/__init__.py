@@ -20,11 +20,14 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "db._errors": (
         "UserError",
     ),
+    "db._judgments": (
+        "add_judgments", "judge_key", "judged_keys", "judged_pairs", "judgments_of_pair",
+    ),
     "db._lease": (
         "LEASE_ENV", "acquire_run", "lease_seconds", "release_run", "renew_runs", "status_text", "writer_gone",
     ),
     "db._models": (
-        "Aggregate", "Annotation", "Base", "Comparison", "Dataset", "ExampleRow", "Metric", "MetricColumn",
+        "Aggregate", "Annotation", "Base", "Comparison", "Dataset", "ExampleRow", "Judgment", "Metric", "MetricColumn",
         "MetricValue", "PassThreshold", "RejectedRow", "Result", "Run", "SavedView",
     ),
     "db._query": (

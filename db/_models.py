@@ -331,3 +331,38 @@ class PassThreshold(Base):
     threshold: Mapped[float] = mapped_column(Float)
     set_by: Mapped[str] = mapped_column(String(200), default="")
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Judgment(Base):
+    """One judge's verdict on one example of a candidate run against a baseline run (pairwise), or on the
+    candidate's answer alone (single-answer and reference-guided grading: ``baseline_id`` is None).
+
+    ``preference`` is the probability that the candidate's answer is better, 0.5 a tie, from the parsed
+    verdict or weighted from the verdict tokens' log-probabilities; None when the reply could not be parsed
+    (``error`` says why: a judge failure, never a tie). ``order`` is which answer the judge saw first: "ab"
+    the candidate, "ba" the baseline. ``judge_key`` identifies the judge config (judge, mode, template hash,
+    generation settings), so a re-run finds what it already judged and a changed template judges anew."""
+
+    __tablename__ = "judgments"
+    __table_args__ = (
+        UniqueConstraint("candidate_id", "baseline_key", "example_id", "order", "judge_key"),
+        Index("ix_judgments_pair", "candidate_id", "baseline_id", "judge_key"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    baseline_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    baseline_key: Mapped[int] = mapped_column(Integer, default=0)  # baseline_id, or 0 without one (unique key)
+    example_id: Mapped[int] = mapped_column(ForeignKey("examples.id", ondelete="CASCADE"), index=True)
+    order: Mapped[str] = mapped_column(String(2))  # "ab": candidate shown first; "ba": baseline first
+    judge: Mapped[str] = mapped_column(String(300))  # the judge model, e.g. openai:gpt-4o or a path
+    mode: Mapped[str] = mapped_column(String(20))  # pairwise | single | reference
+    judge_key: Mapped[str] = mapped_column(String(64))  # sha256 of the judge config
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # template text and hash, settings
+    preference: Mapped[Optional[float]] = mapped_column(Float)
+    score: Mapped[Optional[float]] = mapped_column(Float)  # single-answer grading: 1-10
+    verdict: Mapped[Optional[str]] = mapped_column(String(50))  # the parsed verdict, e.g. "A", "B", "tie"
+    verdict_logprobs: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
+    reply: Mapped[str] = mapped_column(Text, default="")  # the judge's whole reply
+    error: Mapped[Optional[str]] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -12,6 +12,7 @@ import sys
 from typing import Any, Optional
 
 import db
+from evaluator.judging import summarize
 from evaluator.scoring import compare_runs, get_spec
 
 EPILOG = """\
@@ -81,6 +82,19 @@ def table(rows: list[dict[str, Any]], *, slices: bool) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cols)
 
 
+def judgment_line(j: dict[str, Any]) -> str:
+    """One judge's verdict on A against B, in words and figures."""
+    if j["win_rate"] is None:
+        return f"  judge {j['judge']} ({j['mode']}): no parsed verdict ({j['failures']} failures)"
+    ci = f" [{_fmt(j['ci_low'])}, {_fmt(j['ci_high'])}]" if j["ci_low"] is not None else ""
+    lc = f", length-controlled {_fmt(j['lc_win_rate'])}%" if j["lc_win_rate"] is not None else ""
+    pc = (f", position consistency {100 * j['position_consistency']:.0f}%"
+          if j["position_consistency"] is not None else "")
+    return (f"  judge {j['judge']} ({j['mode']}): A wins {_fmt(j['win_rate'])}%{ci} ± {_fmt(j['standard_error'])} "
+            f"over {j['n']} examples ({j['wins']} / {j['ties']} / {j['losses']} W/T/L){lc}{pc}; "
+            f"{j['failures']} judge failures")
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
@@ -102,6 +116,7 @@ def main(args: argparse.Namespace) -> int:
             run_a, run_b = db.get_run(session=session, run_id=a), db.get_run(session=session, run_id=b)
             rows = [] if args.recompute else db.stored_comparisons(session=session, run_a_id=a, run_b_id=b)
             directions = db.metric_info(session=session)
+            judgments = summarize(db.judgments_of_pair(session=session, candidate_id=a, baseline_id=b))
         if a == b:
             print("error: RUN_A and RUN_B are the same run", file=sys.stderr)
             return 2
@@ -118,15 +133,19 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         out = {"run_a": {k: run_a.get(k) for k in ("id", "name", "model", "adapter")},
                "run_b": {k: run_b.get(k) for k in ("id", "name", "model", "adapter")},
-               "rows": [{k: _clean(v) for k, v in r.items() if k not in ("run_a_id", "run_b_id")} for r in rows]}
+               "rows": [{k: _clean(v) for k, v in r.items() if k not in ("run_a_id", "run_b_id")} for r in rows],
+               "judgments": [{k: _clean(v) for k, v in j.items()} for j in judgments]}
         print(json.dumps(out, default=_json_default, ensure_ascii=False))
         return 0
     print(f"A: run {a} {run_a.get('name')!s}   vs   B: run {b} {run_b.get('name')!s}")
-    if not rows:
+    if rows:
+        print(table(rows, slices=args.slices))
+    else:
         print("no examples with metric values in common")
-        return 0
-    print(table(rows, slices=args.slices))
-    methods = sorted({r["method"] for r in rows if r.get("method")})
-    for m in methods:
+    for m in sorted({r["method"] for r in rows if r.get("method")}):
         print(f"  method: {m}")
+    if judgments:
+        print("judgments (A against B):")
+    for j in judgments:
+        print(judgment_line(j))
     return 0

@@ -5,6 +5,7 @@ This package only re-exports; each concept lives in a private module. The statis
     from evaluator.judging import (win_rate, combine_orders, position_consistency,
                                    length_controlled_win_rate, bradley_terry, judge_human_agreement,
                                    alpaca_eval_preference)
+    summaries = summarize(db.judgments_of_pair(session=s, candidate_id=a, baseline_id=b))  # per judge config
 """
 from evaluator.judging._stats import (
     alpaca_eval_preference,
@@ -15,6 +16,7 @@ from evaluator.judging._stats import (
     position_consistency,
     win_rate,
 )
+from evaluator.judging._summary import example_preferences, summarize
 
-__all__ = ["alpaca_eval_preference", "bradley_terry", "combine_orders", "judge_human_agreement",
-           "length_controlled_win_rate", "position_consistency", "win_rate"]
+__all__ = ["alpaca_eval_preference", "bradley_terry", "combine_orders", "example_preferences",
+           "judge_human_agreement", "length_controlled_win_rate", "position_consistency", "summarize", "win_rate"]

@@ -25,6 +25,7 @@ Every function here takes preferences already expressed for the candidate, whate
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
@@ -74,25 +75,36 @@ def position_consistency(consistent: Iterable[Optional[bool]]) -> Optional[float
 
 def length_controlled_win_rate(preferences: Sequence[float], candidate_lengths: Sequence[float],
                                baseline_lengths: Sequence[float]) -> dict[str, Optional[float]]:
-    """{"lc_win_rate", "ci_low", "ci_high", "length_coef"} (percent; the coefficient φ on tanh(Δ/s))."""
+    """{"lc_win_rate", "ci_low", "ci_high", "length_coef"} (percent; the coefficient φ on tanh(Δ/s)).
+
+    All None when nothing can be fitted: fewer than 3 judged examples, every one won (or lost), or lengths
+    that separate wins from losses perfectly. When tanh(Δ/s) hardly varies (every difference far to one side
+    of the others), the length term cannot be told from the intercept and is left out (``length_coef`` None)."""
     import statsmodels.api as sm
+    from scipy.special import expit
+    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
     p = np.asarray(preferences, dtype=np.float64)
     delta = np.asarray(candidate_lengths, dtype=np.float64) - np.asarray(baseline_lengths, dtype=np.float64)
     none = {"lc_win_rate": None, "ci_low": None, "ci_high": None, "length_coef": None}
     if len(p) < 3 or p.min() == p.max():
-        return none  # nothing to fit, or a separated fit (every answer won, or every one lost)
+        return none
     scale = delta.std(ddof=1)
     x = np.tanh(delta / scale) if scale > 0 else np.zeros_like(delta)
-    design = np.column_stack([np.ones_like(p), x]) if scale > 0 else np.ones((len(p), 1))
-    fit = sm.GLM(p, design, family=sm.families.Binomial()).fit(tol=GLM_TOL, maxiter=200)
+    with_length = x.std() > 1e-3  # below, tanh is saturated: the term is the intercept again, scaled up
+    design = np.column_stack([np.ones_like(p), x]) if with_length else np.ones((len(p), 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PerfectSeparationWarning)
+        try:
+            fit = sm.GLM(p, design, family=sm.families.Binomial()).fit(tol=GLM_TOL, maxiter=200)
+        except PerfectSeparationWarning:
+            return none
     theta, se = float(fit.params[0]), float(fit.bse[0])
-
-    def pct(z: float) -> float:
-        return 100 / (1 + math.exp(-z))
-
-    return {"lc_win_rate": pct(theta), "ci_low": pct(theta - 1.96 * se), "ci_high": pct(theta + 1.96 * se),
-            "length_coef": float(fit.params[1]) if scale > 0 else None}
+    if not (math.isfinite(theta) and math.isfinite(se)):
+        return none
+    return {"lc_win_rate": 100 * float(expit(theta)), "ci_low": 100 * float(expit(theta - 1.96 * se)),
+            "ci_high": 100 * float(expit(theta + 1.96 * se)),
+            "length_coef": float(fit.params[1]) if with_length else None}
 
 
 def bradley_terry(pairs: Iterable[tuple[str, str, float]]) -> pd.DataFrame:

@@ -79,6 +79,15 @@ def test_length_control_removes_what_length_explains():
 def test_length_control_needs_something_to_fit():
     assert length_controlled_win_rate([1, 1, 1], [1, 2, 3], [0, 0, 0])["lc_win_rate"] is None  # all won
     assert length_controlled_win_rate([1, 0], [1, 2], [0, 0])["lc_win_rate"] is None
+    # the longer answer always won: length separates the verdicts, there is no length-free win rate to give
+    assert length_controlled_win_rate([1, 1, 0, 0], [9, 8, 1, 2], [5, 5, 5, 5])["lc_win_rate"] is None
+
+
+def test_length_control_leaves_out_a_length_term_it_cannot_tell_from_the_intercept():
+    # differences -7, -6, -5 with a spread of 0.89: tanh(delta / s) is -1 to within 3e-5 for every example
+    r = length_controlled_win_rate([1, 0, 1, 1, 0, 0.5], [1, 2, 3, 1, 2, 3], [8, 8, 8, 8, 8, 8])
+    assert r["length_coef"] is None
+    assert r["lc_win_rate"] == pytest.approx(100 * 3.5 / 6, abs=GLM_ABS)  # intercept only: the plain win rate
 
 
 def test_bradley_terry_of_two_models_is_the_log_odds_of_their_record():

@@ -6,7 +6,7 @@ import db
 
 def seed_minimal(engine, *, n_examples: int = 5) -> dict:
     """Two runs (candidate + baseline) over ``n_examples`` examples with metrics, aggregates,
-    a comparison, an annotation, a saved view and a rejected row."""
+    a comparison, an annotation, a judgment, a saved view and a rejected row."""
     Session = db.session_factory(engine)
     with Session.begin() as s:
         ds = db.get_or_create_dataset(session=s, name="fixture.jsonl", split="test")
@@ -35,6 +35,10 @@ def seed_minimal(engine, *, n_examples: int = 5) -> dict:
             dict(metric="bleu", n=n_examples, value_a=1.5, value_b=1.0, delta=0.5, ci_low=0.1, ci_high=0.9,
                  p_value=0.01, p_holm=0.02, wins=4, ties=1, losses=0, method="paired bootstrap")])
         db.add_annotation(session=s, run_id=cand, example_id=keys["k1"], reviewer="ann", verdict="pass", comment="ok")
+        db.add_judgments(session=s, judgments=[
+            dict(candidate_id=cand, baseline_id=base, example_id=keys["k1"], order="ab", judge="tiny-judge",
+                 mode="pairwise", judge_key="f" * 64, config={"template": "which is better?"}, preference=1.0,
+                 verdict="A", verdict_logprobs={"A": -0.1, "B": -2.4}, reply="[[A]] é")])
         db.save_view(session=s, name="math fails", params={"run": cand, "category": "math"})
         db.set_pass_threshold(session=s, dataset_id=ds, metric="bleu", threshold=40.0, set_by="ann")
         db.update_run(session=s, run_id=cand, status="finished")

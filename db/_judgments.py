@@ -1,0 +1,99 @@
+"""Judgments: writing a judge's verdicts and reading them back per pair of runs.
+
+A judgment is keyed by (candidate run, baseline run, example, order, judge config): storing the same key
+again replaces nothing and adds nothing, so a re-run (or a resume after a crash) only judges what is missing,
+and a changed template or judge model is another key."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Iterable, Mapping, Optional
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db._models import Judgment, Result, Run, utcnow
+from db._write import _dialect_insert
+
+ORDERS = ("ab", "ba")
+MODES = ("pairwise", "single", "reference")
+
+
+def judge_key(config: Mapping[str, Any]) -> str:
+    """The sha256 of a judge config (judge, mode, template, settings) as canonical JSON."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _row(j: Mapping[str, Any]) -> dict[str, Any]:
+    if j["order"] not in ORDERS:
+        raise ValueError(f"order is one of {ORDERS}, not {j['order']!r}")
+    if j["mode"] not in MODES:
+        raise ValueError(f"mode is one of {MODES}, not {j['mode']!r}")
+    p = j.get("preference")
+    if p is not None and not 0 <= p <= 1:
+        raise ValueError(f"a preference is a probability in [0, 1], not {p}")
+    baseline = j.get("baseline_id")
+    return dict(candidate_id=j["candidate_id"], baseline_id=baseline, baseline_key=baseline or 0,
+                example_id=j["example_id"], order=j["order"], judge=j["judge"], mode=j["mode"],
+                judge_key=j["judge_key"], config=dict(j.get("config") or {}), preference=p, score=j.get("score"),
+                verdict=j.get("verdict"), verdict_logprobs=j.get("verdict_logprobs"), reply=j.get("reply") or "",
+                error=j.get("error"), created_at=utcnow())
+
+
+def add_judgments(*, session: Session, judgments: Iterable[Mapping[str, Any]]) -> int:
+    """Store judgments (candidate_id, baseline_id or None, example_id, order, judge, mode, judge_key, and
+    optionally config, preference, score, verdict, verdict_logprobs, reply, error) in the caller's
+    transaction; one whose key is stored already is skipped. Returns how many were new."""
+    rows = [_row(j) for j in judgments]
+    if not rows:
+        return 0
+    insert = _dialect_insert(session, Judgment)
+    if insert is None:
+        raise ValueError("judgments are stored in SQLite or PostgreSQL stores")
+    candidates = sorted({r["candidate_id"] for r in rows})
+    count = select(func.count()).select_from(Judgment).where(Judgment.candidate_id.in_(candidates))
+    before = session.scalar(count)
+    session.execute(insert.on_conflict_do_nothing(
+        index_elements=["candidate_id", "baseline_key", "example_id", "order", "judge_key"]), rows)
+    return session.scalar(count) - before
+
+
+def judged_keys(*, session: Session, candidate_id: int, baseline_id: Optional[int], judge_key: str) -> set[tuple[int, str]]:
+    """(example_id, order) already judged for this pair by this judge config: what a resumed run skips."""
+    rows = session.execute(select(Judgment.example_id, Judgment.order).where(
+        Judgment.candidate_id == candidate_id, Judgment.baseline_key == (baseline_id or 0),
+        Judgment.judge_key == judge_key))
+    return {(e, o) for e, o in rows}
+
+
+def judgments_of_pair(*, session: Session, candidate_id: int, baseline_id: Optional[int]) -> list[dict[str, Any]]:
+    """Every judgment of ``candidate_id`` against ``baseline_id`` (None: single-answer grading), with the
+    judge, mode, judge_key, example_id, order, preference, score, verdict, error, and both answers' lengths
+    in characters (for length control)."""
+    cand, base = Result.__table__.alias("cand"), Result.__table__.alias("base")
+    stmt = (select(Judgment.judge, Judgment.mode, Judgment.judge_key, Judgment.example_id, Judgment.order,
+                   Judgment.preference, Judgment.score, Judgment.verdict, Judgment.error,
+                   cand.c.output.label("candidate_output"), base.c.output.label("baseline_output"))
+            .join(cand, (cand.c.run_id == Judgment.candidate_id) & (cand.c.example_id == Judgment.example_id))
+            .outerjoin(base, (base.c.run_id == Judgment.baseline_id) & (base.c.example_id == Judgment.example_id))
+            .where(Judgment.candidate_id == candidate_id, Judgment.baseline_key == (baseline_id or 0))
+            .order_by(Judgment.judge_key, Judgment.example_id, Judgment.order))
+    out = []
+    for r in session.execute(stmt):
+        row = dict(r._mapping)
+        row["candidate_length"] = len(row.pop("candidate_output") or "")
+        b = row.pop("baseline_output")
+        row["baseline_length"] = None if b is None else len(b)
+        out.append(row)
+    return out
+
+
+def judged_pairs(*, session: Session) -> list[dict[str, Any]]:
+    """Every (candidate, baseline, judge) with judgments, and the two runs' names: for ratings across versions."""
+    stmt = (select(Judgment.candidate_id, Judgment.baseline_id, Judgment.judge, Judgment.mode,
+                   func.count().label("n"))
+            .group_by(Judgment.candidate_id, Judgment.baseline_id, Judgment.judge, Judgment.mode)
+            .order_by(Judgment.candidate_id, Judgment.baseline_id))
+    names = dict(session.execute(select(Run.id, Run.name)).all())
+    return [dict(r._mapping, candidate=names.get(r.candidate_id), baseline=names.get(r.baseline_id))
+            for r in session.execute(stmt)]

@@ -1,0 +1,52 @@
+"""The figures of one pair of runs' judgments, one summary per judge config: what ``compare --json`` lists
+under ``"judgments"`` and the dashboard shows beside the metric deltas."""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterable, Mapping, Optional
+
+from evaluator.judging._stats import combine_orders, length_controlled_win_rate, position_consistency, win_rate
+
+
+def example_preferences(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per example of one judge config: the combined preference (None when every order it was judged
+    in failed), whether the orders agreed (None unless both were judged and parsed), both answers' lengths."""
+    by_example: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        e = by_example.setdefault(r["example_id"], {"example_id": r["example_id"], "orders": {},
+                                                    "candidate_length": r.get("candidate_length"),
+                                                    "baseline_length": r.get("baseline_length")})
+        e["orders"][r["order"]] = r["preference"]
+    out = []
+    for e in by_example.values():
+        orders = e.pop("orders")
+        preference, consistent = combine_orders(orders.get("ab"), orders.get("ba"))
+        out.append({**e, "preference": preference, "consistent": consistent,
+                    "failures": sum(p is None for p in orders.values())})
+    return out
+
+
+def summarize(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``db.judgments_of_pair`` rows -> one dict per judge config with judge, mode, judge_key, n (examples with
+    a preference), wins, ties, losses, win_rate, standard_error, ci_low, ci_high (percent), position_consistency,
+    lc_win_rate (with lc_ci_low, lc_ci_high) and failures (judgments whose reply could not be parsed)."""
+    groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[r["judge_key"]].append(r)
+    out = []
+    for key, group in groups.items():
+        examples = example_preferences(group)
+        judged = [e for e in examples if e["preference"] is not None]
+        wr = win_rate(e["preference"] for e in judged)
+        lc: dict[str, Optional[float]] = {"lc_win_rate": None, "ci_low": None, "ci_high": None}
+        if judged and all(e["baseline_length"] is not None for e in judged):
+            lc = length_controlled_win_rate([e["preference"] for e in judged],
+                                            [e["candidate_length"] for e in judged],
+                                            [e["baseline_length"] for e in judged])
+        out.append({"judge": group[0]["judge"], "mode": group[0]["mode"], "judge_key": key,
+                    **{k: wr[k] for k in ("n", "wins", "ties", "losses", "win_rate", "standard_error",
+                                          "ci_low", "ci_high")},
+                    "position_consistency": position_consistency(e["consistent"] for e in examples),
+                    "lc_win_rate": lc["lc_win_rate"], "lc_ci_low": lc["ci_low"], "lc_ci_high": lc["ci_high"],
+                    "failures": sum(e["failures"] for e in examples)})
+    return sorted(out, key=lambda s: (s["judge"], s["mode"], s["judge_key"]))
