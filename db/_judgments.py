@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping, Optional
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db._models import Judgment, Result, Run, utcnow
+from db._models import ExampleRow, Judgment, Result, Run, utcnow
 from db._write import _dialect_insert
 
 ORDERS = ("ab", "ba")
@@ -97,3 +97,22 @@ def judged_pairs(*, session: Session) -> list[dict[str, Any]]:
     names = dict(session.execute(select(Run.id, Run.name)).all())
     return [dict(r._mapping, candidate=names.get(r.candidate_id), baseline=names.get(r.baseline_id))
             for r in session.execute(stmt)]
+
+
+def judging_inputs(*, session: Session, candidate_id: int, baseline_id: Optional[int]) -> list[dict[str, Any]]:
+    """What a judge reads, one entry per example both runs answered without an error (the candidate alone when
+    ``baseline_id`` is None): example_id, messages, reference, candidate_output, baseline_output; by example."""
+    cand, base = Result.__table__.alias("cand"), Result.__table__.alias("base")
+    cols = [ExampleRow.id.label("example_id"), ExampleRow.messages, ExampleRow.reference,
+            cand.c.output.label("candidate_output")]
+    stmt = select(*cols, (base.c.output if baseline_id is not None else cand.c.output).label("baseline_output"))
+    stmt = stmt.select_from(cand).join(ExampleRow, ExampleRow.id == cand.c.example_id).where(
+        cand.c.run_id == candidate_id, cand.c.finish_reason != "error")
+    if baseline_id is not None:
+        stmt = stmt.join(base, (base.c.example_id == cand.c.example_id) & (base.c.run_id == baseline_id)).where(
+            base.c.finish_reason != "error")
+    rows = [dict(r._mapping) for r in session.execute(stmt.order_by(ExampleRow.id))]
+    if baseline_id is None:
+        for r in rows:
+            r["baseline_output"] = None
+    return rows

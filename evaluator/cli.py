@@ -13,7 +13,7 @@ import sys
 from evaluator.errors import UserError
 
 # Order is the order shown by --help.
-COMMANDS = ["run", "runs", "rejected", "export", "score", "compare", "demo", "import_run", "import_judgments"]
+COMMANDS = ["run", "runs", "rejected", "export", "score", "compare", "demo", "import_run", "import_judgments", "judge"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,8 @@ It misbehaves on purpose, chosen by a marker in the last user message:
 ``#broken``    500 every time
 =============  ===============================================================
 
-Every other prompt is answered at once with ``"echo: <prompt>"``, token log-probabilities and usage.
+Every other prompt is answered at once with ``"echo: <prompt>"`` (or, when ``reply`` is set, with what it
+returns for the request body: a stub judge; None answers 500), token log-probabilities and usage.
 ``requests[marker]`` counts requests per prompt; ``max_in_flight`` is the highest number of requests
 handled at the same time; ``required_key`` makes it answer 401 to any other bearer token. ``models``
 (None: no such route, 404) is what ``GET /v1/models`` lists.
@@ -21,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional
+from typing import Callable, Optional
 
 STALL_S = 2.5
 
@@ -35,6 +36,7 @@ class ChatStub:
         self.max_in_flight = 0
         self.required_key: Optional[str] = None
         self.models: Optional[list[str]] = None
+        self.reply: Optional[Callable[[dict], str]] = None  # when set: the answer to every request body
         self.lock = threading.Lock()
         stub = self
 
@@ -112,8 +114,14 @@ class ChatStub:
             time.sleep(STALL_S)
         if marker == "#slow":
             time.sleep(0.3)
-        words = ["echo:", *prompt.split()][: int(body.get("max_tokens") or 16)]
-        finish = "stop" if len(words) == len(prompt.split()) + 1 else "length"
+        text = self.reply(body) if self.reply is not None else None
+        if self.reply is not None and text is None:
+            return self._send(handler, 500, {"error": {"message": "the stub judge fails this one, on purpose"}})
+        if text is not None:
+            words, finish = text.split(" "), "stop"
+        else:
+            words = ["echo:", *prompt.split()][: int(body.get("max_tokens") or 16)]
+            finish = "stop" if len(words) == len(prompt.split()) + 1 else "length"
         choice = {"index": 0, "message": {"role": "assistant", "content": " ".join(words)}, "finish_reason": finish}
         if body.get("logprobs"):
             choice["logprobs"] = {"content": [{"token": w, "logprob": -0.25 * (i + 1), "bytes": list(w.encode()),

@@ -1,0 +1,153 @@
+"""``python -m evaluator judge``: a stub judge on 127.0.0.1 (it stands in for a remote judge API; nothing else is
+contacted) with known behaviour, and the numbers that behaviour implies, asserted exactly."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+import db
+from evaluator.cli import main
+from evaluator.judging._judge import Template, parse_verdict
+from evaluator.models import _openai
+from tests.support.openai_stub import ChatStub
+from tests.support.store_seed import seed_minimal
+
+N = 5  # seed_minimal's examples: the candidate answers "answer i", the baseline answers "" (empty)
+
+
+@pytest.fixture()
+def stub():
+    with ChatStub() as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def fast_backoff(monkeypatch):
+    monkeypatch.setattr(_openai, "BACKOFF_S", 0.01)
+
+
+@pytest.fixture()
+def seeded(store_url):
+    engine = db.open_store(store_url)
+    seed = seed_minimal(engine, n_examples=N)
+    engine.dispose()
+    return seed
+
+
+def _answers(body) -> tuple[str, str]:
+    user = body["messages"][-1]["content"]
+    a = re.search(r"\[The Start of Assistant A's Answer\]\n(.*?)\n\[The End", user, re.S).group(1)
+    b = re.search(r"\[The Start of Assistant B's Answer\]\n(.*?)\n\[The End", user, re.S).group(1)
+    return a, b
+
+
+JUDGES = {
+    "always_first": lambda body: "A is first, so [[A]]",  # position bias: both orders pick A
+    "tie": lambda body: "They are equally good. [[C]]",
+    "unparseable": lambda body: "I cannot decide between them.",
+    "prefers_an_answer": lambda body: "Only one answers. [[A]]" if _answers(body)[0] else "Only one answers. [[B]]",
+}
+
+
+def _judge(capsys, store_url, stub, *extra):
+    code = main(["judge", "cand", "--judge", "openai:stub-judge", "--base-url", stub.base_url, "--db", store_url,
+                 *map(str, extra)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _summary(capsys, store_url, judge_key=None):
+    assert main(["compare", "cand", "base", "--json", "--db", store_url]) == 0
+    items = [j for j in json.loads(capsys.readouterr()[0])["judgments"] if j["judge"] == "openai:stub-judge"]
+    assert len(items) == 1
+    return items[0]
+
+
+@pytest.mark.parametrize("behaviour, expected", [
+    # (win rate, W/T/L, position consistency, failures)
+    ("always_first", (50.0, (0, N, 0), 0.0, 0)),  # each pair: 1 and 0, averaged to a tie; never consistent
+    ("tie", (50.0, (0, N, 0), 1.0, 0)),
+    ("prefers_an_answer", (100.0, (N, 0, 0), 1.0, 0)),
+])
+def test_a_judges_behaviour_gives_the_numbers_it_implies(capsys, store_url, seeded, stub, behaviour, expected):
+    stub.reply = JUDGES[behaviour]
+    code, out, err = _judge(capsys, store_url, stub)
+    assert code == 0, err
+    assert f"{2 * N} new judgments of {2 * N} asked, 0 without a verdict" in out
+    j = _summary(capsys, store_url)
+    win_rate, wtl, consistency, failures = expected
+    assert j["win_rate"] == pytest.approx(win_rate, abs=1e-12)
+    assert (j["wins"], j["ties"], j["losses"]) == wtl and j["n"] == N
+    assert j["position_consistency"] == consistency and j["failures"] == failures
+    assert len(stub.bodies) == 2 * N
+
+
+def test_an_unparseable_reply_is_a_judge_failure_not_a_tie(capsys, store_url, seeded, stub):
+    stub.reply = JUDGES["unparseable"]
+    code, out, _ = _judge(capsys, store_url, stub)
+    assert code == 0 and f"{2 * N} without a verdict" in out
+    j = _summary(capsys, store_url)
+    assert (j["n"], j["failures"], j["win_rate"], j["ties"]) == (0, 2 * N, None, 0)
+
+
+def test_judging_again_asks_nothing_and_a_changed_template_judges_anew(capsys, store_url, seeded, stub, tmp_path):
+    stub.reply = JUDGES["prefers_an_answer"]
+    assert _judge(capsys, store_url, stub)[0] == 0
+    code, out, _ = _judge(capsys, store_url, stub)
+    assert code == 0 and "0 new judgments of 0 asked" in out and len(stub.bodies) == 2 * N
+    template = tmp_path / "judge.yaml"
+    template.write_text("system: Be brief and fair.\nuser: |\n  {conversation}\n  A: {answer_a}\n  B: {answer_b}\n")
+    stub.reply = lambda body: "[[A]]" if "A: answer" in body["messages"][-1]["content"] else "[[B]]"
+    code, out, _ = _judge(capsys, store_url, stub, "--template", template)
+    assert code == 0 and f"{2 * N} new judgments of {2 * N} asked" in out
+    assert stub.bodies[-1]["messages"][0] == {"role": "system", "content": "Be brief and fair."}
+    engine = db.open_store(store_url)
+    with db.session_factory(engine)() as s:
+        rows = db.judgments_of_pair(session=s, candidate_id=seeded["candidate"], baseline_id=seeded["baseline"])
+    engine.dispose()
+    assert len({r["judge_key"] for r in rows if r["judge"] == "openai:stub-judge"}) == 2
+
+
+def test_a_killed_judging_keeps_what_it_stored_and_resumes(capsys, store_url, seeded, stub, monkeypatch):
+    stub.reply = JUDGES["prefers_an_answer"]
+    monkeypatch.setattr(_openai, "COMMIT_EVERY", 4)
+    calls = {"n": 0}
+    real = db.add_judgments
+
+    def dies_after_the_first_batch(**kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # as a Ctrl-C between two batches
+        return real(**kw)
+
+    monkeypatch.setattr(db, "add_judgments", dies_after_the_first_batch)
+    code, _, err = _judge(capsys, store_url, stub, "--concurrency", 1)
+    assert code == 130 and "what was committed is kept" in err
+    monkeypatch.setattr(db, "add_judgments", real)
+    asked_before = len(stub.bodies)
+    code, out, _ = _judge(capsys, store_url, stub)
+    assert code == 0 and f"{2 * N - 4} new judgments of {2 * N - 4} asked" in out
+    assert len(stub.bodies) - asked_before == 2 * N - 4
+    assert _summary(capsys, store_url)["win_rate"] == 100.0
+
+
+def test_a_failed_request_is_not_stored_and_is_asked_again(capsys, store_url, seeded, stub):
+    stub.reply = lambda body: None if "answer 3" in body["messages"][-1]["content"] else "[[C]]"  # 500 for one
+    code, out, _ = _judge(capsys, store_url, stub)
+    assert code == 1 and f"{2 * N - 2} new judgments of {2 * N} asked" in out and "2 requests failed" in out
+    stub.reply = JUDGES["tie"]
+    code, out, _ = _judge(capsys, store_url, stub)
+    assert code == 0 and "2 new judgments of 2 asked" in out
+
+
+def test_verdicts_parse_from_the_last_mark_and_answers_stay_text():
+    assert parse_verdict("[[A]] at first, but on reflection [[B]]", "ab") == ("B", 0.0)
+    assert parse_verdict("[[B]]", "ba") == ("B", 1.0) and parse_verdict("[[ C ]]", "ba") == ("C", 0.5)
+    assert parse_verdict("[[D]] or [A]", "ab") == (None, None)
+    item = {"messages": [{"role": "user", "content": "Use {answer_b} literally"}], "reference": None,
+            "candidate_output": "{reference} {conversation}", "baseline_output": "[[A]]"}
+    user = Template.load(None, "pairwise").messages(item, "ab")[1]["content"]
+    assert "Use {answer_b} literally" in user and "{reference} {conversation}" in user
+
