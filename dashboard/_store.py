@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import db
 from dashboard import _format as fmt
+from evaluator.judging import summarize
 
 TTL_S = 20  # seconds a query result is reused: short, so a run being written shows up as it grows
 MAX_ENTRIES = 256  # per loader; each entry is at most one page of rows
@@ -299,6 +300,22 @@ def load_comparison(url: str, run_a: int, run_b: int) -> dict[str, Any]:
 def load_slices(url: str, run_a: int, run_b: int) -> pd.DataFrame:
     """db.delta_by_slice: per category plain means and counts (for pairs without stored slice rows)."""
     return pd.DataFrame(read(url, db.delta_by_slice, run_a_id=int(run_a), run_b_id=int(run_b)))
+
+
+@cached
+
+
+def load_judgments(url: str, run_a: int, run_b: int) -> pd.DataFrame:
+    """One row per judge config that compared the two runs, for A against B (judgments of B as the candidate
+    against A are turned around: win rates 100 - x, wins and losses swapped): ``evaluator.judging.summarize``."""
+    rows = summarize(read(url, db.judgments_of_pair, candidate_id=int(run_a), baseline_id=int(run_b)))
+    flipped = summarize(read(url, db.judgments_of_pair, candidate_id=int(run_b), baseline_id=int(run_a)))
+    for j in flipped:
+        for a, b in (("win_rate", "win_rate"), ("ci_low", "ci_high"), ("lc_win_rate", "lc_win_rate"),
+                     ("lc_ci_low", "lc_ci_high")):
+            j[a], j[b] = (None if j[b] is None else 100 - j[b]), (None if j[a] is None else 100 - j[a])
+        j["wins"], j["losses"] = j["losses"], j["wins"]
+    return pd.DataFrame(rows + flipped)
 
 
 @cached

@@ -379,6 +379,7 @@ def main() -> None:
     a, b = _pick_runs(all_runs)
     _runs_header(url, a, b)
     by_slice = _per_metric(url, a, b)
+    _judgments(url, a, b)
 
     shared_metrics = [m for m in store.load_run_metrics(url, a) if m in store.load_run_metrics(url, b)]
     if not shared_metrics:
@@ -405,6 +406,39 @@ def main() -> None:
         "category": f.category, "page": page if page > 1 else None, "box": box_param(box), "ex": ex,
         "slices": by_slice,
     }, page=PAGE)
+
+
+def _pct(x: Any) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}%"
+
+
+def judgment_table(judged: pd.DataFrame) -> pd.DataFrame:
+    """The judges' verdicts on A against B, one row per judge config, as the compare page shows them."""
+    rows = []
+    for _, j in judged.iterrows():
+        ci = "" if j["ci_low"] is None or pd.isna(j["ci_low"]) else f" [{j['ci_low']:.1f}, {j['ci_high']:.1f}]"
+        pc = j["position_consistency"]
+        rows.append({"judge": j["judge"], "A wins (95% CI)": _pct(j["win_rate"]) + ci,
+                     "± s.e.": "–" if pd.isna(j["standard_error"]) else f"{j['standard_error']:.1f}",
+                     "length-controlled": _pct(j["lc_win_rate"]), "n": int(j["n"]),
+                     "W / T / L": f"{j['wins']} / {j['ties']} / {j['losses']}",
+                     "consistent": "–" if pc is None or pd.isna(pc) else f"{100 * pc:.0f}%",
+                     "failures": int(j["failures"]), "mode": j["mode"]})
+    return pd.DataFrame(rows)
+
+
+def _judgments(url: str, a: int, b: int) -> None:
+    judged = store.load_judgments(url, a, b)
+    st.subheader("Preference judgments")
+    if judged.empty:
+        st.caption(f"No judge has compared these runs. `python -m evaluator judge {a} --against {b} --judge SPEC` "
+                   "asks one (docs/judging.md).")
+        return
+    st.caption("A wins: the share of examples where the judge prefers A's answer (ties count half; both orders "
+               "averaged where judged both ways). Length-controlled: the same at equal answer lengths. Consistent: "
+               "the share of examples where swapping the answers did not change the verdict. Failures: replies "
+               "without a verdict.")
+    st.dataframe(judgment_table(judged), hide_index=True, width="stretch")
 
 
 def _example(url: str, a: int, b: int, example_id: int) -> None:

@@ -1,0 +1,51 @@
+"""The compare page shows every judge's verdict on A against B beside the metric deltas, either way round."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from evaluator.cli import main
+from tests.judging.test_import_alpaca_eval import PREFERENCES, _records
+
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+
+
+def _compare(url, monkeypatch, a, b) -> AppTest:
+    monkeypatch.setenv("EVAL_DB_URL", url)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("views/compare.py")
+    at.query_params = {"a": str(a), "b": str(b)}
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _judgment_rows(at) -> list[dict]:
+    tables = [d.value for d in at.dataframe if "A wins (95% CI)" in d.value.columns]
+    assert len(tables) == 1
+    return tables[0].to_dict("records")
+
+
+def test_the_judges_win_rate_shows_for_a_against_b_and_turned_around(store_url, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps(_records(PREFERENCES)))
+    assert main(["import_judgments", str(path), "--format", "alpaca_eval", "--db", store_url]) == 0
+    capsys.readouterr()
+    # runs: 1 gpt4_turbo (the baseline), 2 my-sft (the candidate)
+    [row] = _judgment_rows(_compare(store_url, monkeypatch, 2, 1))
+    assert row["A wins (95% CI)"].startswith("52.5% [")
+    assert (row["judge"], row["n"], row["W / T / L"]) == ("weighted_alpaca_eval_gpt4_turbo", 10, "4 / 2 / 4")
+    assert row["consistent"] == "–" and row["failures"] == 0
+    [turned] = _judgment_rows(_compare(store_url, monkeypatch, 1, 2))
+    assert turned["A wins (95% CI)"].startswith("47.5% [") and turned["W / T / L"] == "4 / 2 / 4"
+
+
+def test_without_judgments_the_page_says_how_to_ask_a_judge(store_url, monkeypatch, capsys, tmp_path):
+    path = tmp_path / "annotations.json"
+    path.write_text(json.dumps(_records([None, None, None])))  # the runs, and no judged record
+    assert main(["import_judgments", str(path), "--format", "alpaca_eval", "--db", store_url]) == 0
+    at = _compare(store_url, monkeypatch, 2, 1)
+    assert not [d for d in at.dataframe if "A wins (95% CI)" in d.value.columns]
+    assert any("python -m evaluator judge 2 --against 1 --judge SPEC" in c.value for c in at.caption)
