@@ -37,11 +37,15 @@ class ChatStub:
         self.required_key: Optional[str] = None
         self.models: Optional[list[str]] = None
         self.reply: Optional[Callable[[dict], str]] = None  # when set: the answer to every request body
+        self.delay_s = 0.0  # added to every answer: a remote API's latency
         self.lock = threading.Lock()
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body go out in two writes: with Nagle's algorithm the body then waits ~40 ms for the
+            # client's delayed ACK, on every request (a real server sets TCP_NODELAY too)
+            disable_nagle_algorithm = True
 
             def log_message(self, *args) -> None:  # quiet
                 pass
@@ -114,6 +118,8 @@ class ChatStub:
             time.sleep(STALL_S)
         if marker == "#slow":
             time.sleep(0.3)
+        if self.delay_s:
+            time.sleep(self.delay_s)
         text = self.reply(body) if self.reply is not None else None
         if self.reply is not None and text is None:
             return self._send(handler, 500, {"error": {"message": "the stub judge fails this one, on purpose"}})
@@ -131,3 +137,26 @@ class ChatStub:
             "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(words),
                       "total_tokens": len(prompt.split()) + len(words)},
         })
+
+
+def serve(argv: Optional[list[str]] = None) -> None:
+    """``python tests/support/openai_stub.py --delay 0.2 --reply '[[A]]'``: the stub in a process of its own
+    (for benchmarks: in the client's process it would share the client's interpreter lock). Prints its base URL,
+    then serves until killed."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=serve.__doc__)
+    ap.add_argument("--delay", type=float, default=0.0, help="seconds before every answer")
+    ap.add_argument("--reply", help="the answer to every request (default: echo the prompt)")
+    args = ap.parse_args(argv)
+    stub = ChatStub()
+    stub.delay_s = args.delay
+    if args.reply is not None:
+        stub.reply = lambda body: args.reply
+    with stub:
+        print(stub.base_url, flush=True)
+        stub.thread.join()
+
+
+if __name__ == "__main__":
+    serve()
