@@ -151,3 +151,22 @@ def test_verdicts_parse_from_the_last_mark_and_answers_stay_text():
     user = Template.load(None, "pairwise").messages(item, "ab")[1]["content"]
     assert "Use {answer_b} literally" in user and "{reference} {conversation}" in user
 
+
+
+def test_a_tiny_local_judge_end_to_end(capsys, store_url, seeded, tiny_model_dir):
+    """A real Llama-architecture model (random weights) as the judge through the transformers backend: it never
+    writes a verdict mark, so every judgment is stored as a judge failure with its whole reply; a second run asks
+    nothing."""
+    argv = ["judge", "cand", "--judge", str(tiny_model_dir), "--max-new-tokens", "8", "--device", "cpu",
+            "--db", store_url]
+    assert main(argv) == 0
+    out = capsys.readouterr()[0]
+    assert f"{2 * N} new judgments of {2 * N} asked, {2 * N} without a verdict, 0 requests failed" in out
+    engine = db.open_store(store_url)
+    with db.session_factory(engine)() as s:
+        rows = [r for r in db.judgments_of_pair(session=s, candidate_id=seeded["candidate"],
+                                                 baseline_id=seeded["baseline"]) if r["judge"] == str(tiny_model_dir)]
+    engine.dispose()
+    assert len(rows) == 2 * N and {r["order"] for r in rows} == {"ab", "ba"}
+    assert all(r["preference"] is None and r["error"].startswith("no [[A]]") for r in rows)
+    assert main(argv) == 0 and "0 new judgments of 0 asked" in capsys.readouterr()[0]
