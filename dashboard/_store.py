@@ -321,6 +321,15 @@ def load_judgments(url: str, run_a: int, run_b: int) -> pd.DataFrame:
 @cached
 
 
+def load_example_judgments(url: str, run_a: int, run_b: int, example_id: int) -> pd.DataFrame:
+    """db.judgments_of_example: every judge's verdict on this example, in both orders, with its reply."""
+    return pd.DataFrame(read(url, db.judgments_of_example, run_a_id=int(run_a), run_b_id=int(run_b),
+                             example_id=int(example_id)))
+
+
+@cached
+
+
 def load_grid(url: str, run_a: int, run_b: int, metric: str, bins: int = 60) -> dict[str, Any]:
     g = read(url, db.paired_grid, run_a_id=int(run_a), run_b_id=int(run_b), metric=metric, bins=bins)
     g["cells"] = pd.DataFrame(g["cells"], columns=["value_a", "value_b", "examples"])

@@ -116,3 +116,15 @@ def judging_inputs(*, session: Session, candidate_id: int, baseline_id: Optional
         for r in rows:
             r["baseline_output"] = None
     return rows
+
+
+def judgments_of_example(*, session: Session, run_a_id: int, run_b_id: int, example_id: int) -> list[dict[str, Any]]:
+    """Every judgment of one example between two runs, either run the candidate: candidate_id, judge, mode, order,
+    verdict, preference, reply, error, created_at; by judge, then order."""
+    stmt = (select(Judgment.candidate_id, Judgment.judge, Judgment.mode, Judgment.order, Judgment.verdict,
+                   Judgment.preference, Judgment.reply, Judgment.error, Judgment.created_at)
+            .where(Judgment.example_id == example_id,
+                   ((Judgment.candidate_id == run_a_id) & (Judgment.baseline_id == run_b_id))
+                   | ((Judgment.candidate_id == run_b_id) & (Judgment.baseline_id == run_a_id)))
+            .order_by(Judgment.judge, Judgment.judge_key, Judgment.order))
+    return [dict(r._mapping) for r in session.execute(stmt)]

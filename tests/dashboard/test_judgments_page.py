@@ -6,8 +6,10 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+import db
 from evaluator.cli import main
 from tests.judging.test_import_alpaca_eval import PREFERENCES, _records
+from tests.support.store_seed import seed_minimal
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 
@@ -49,3 +51,19 @@ def test_without_judgments_the_page_says_how_to_ask_a_judge(store_url, monkeypat
     at = _compare(store_url, monkeypatch, 2, 1)
     assert not [d for d in at.dataframe if "A wins (95% CI)" in d.value.columns]
     assert any("python -m evaluator judge 2 --against 1 --judge SPEC" in c.value for c in at.caption)
+
+
+def test_an_opened_example_shows_each_judges_verdict_and_reply(store_url, monkeypatch):
+    engine = db.open_store(store_url)
+    seed = seed_minimal(engine)  # one judgment: candidate shown first ("ab"), preferred, reply "[[A]] é"
+    engine.dispose()
+    cand, base, ex = seed["candidate"], seed["baseline"], seed["example_ids"]["k1"]
+    monkeypatch.setenv("EVAL_DB_URL", store_url)
+    for (a, b), words in {(cand, base): "A shown first · prefers A", (base, cand): "B shown first · prefers B"}.items():
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        at.switch_page("views/compare.py")
+        at.query_params = {"a": str(a), "b": str(b), "ex": str(ex)}
+        at.run()
+        assert not at.exception, at.exception
+        assert [e.label for e in at.expander] == [f"tiny-judge (pairwise): {words}"]
+        assert "[[A]] é" in [c.value for c in at.expander[0].code]
