@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import db
 from dashboard import _format as fmt
-from evaluator.judging import summarize
+from evaluator.judging import judge_agreement, summarize
 
 TTL_S = 20  # seconds a query result is reused: short, so a run being written shows up as it grows
 MAX_ENTRIES = 256  # per loader; each entry is at most one page of rows
@@ -325,6 +325,17 @@ def load_example_judgments(url: str, run_a: int, run_b: int, example_id: int) ->
     """db.judgments_of_example: every judge's verdict on this example, in both orders, with its reply."""
     return pd.DataFrame(read(url, db.judgments_of_example, run_a_id=int(run_a), run_b_id=int(run_b),
                              example_id=int(example_id)))
+
+
+@cached
+
+
+def load_judge_agreement(url: str, run_id: int) -> list[dict[str, Any]]:
+    """``evaluator.judging.judge_agreement`` of every judge of this run (as the candidate) with its reviewers."""
+    judgments = read(url, db.judgments_of_candidate, candidate_id=int(run_id))
+    if not judgments:
+        return []
+    return judge_agreement(judgments, read(url, db.latest_verdicts, run_id=int(run_id)))
 
 
 @cached

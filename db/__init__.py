@@ -21,7 +21,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "UserError",
     ),
     "db._judgments": (
-        "add_judgments", "judge_key", "judged_keys", "judged_pairs", "judging_inputs", "judgments_of_example", "judgments_of_pair",
+        "add_judgments", "judge_key", "judged_keys", "judged_pairs", "judging_inputs", "judgments_of_candidate", "judgments_of_example", "judgments_of_pair",
     ),
     "db._lease": (
         "LEASE_ENV", "acquire_run", "lease_seconds", "release_run", "renew_runs", "status_text", "writer_gone",

@@ -128,3 +128,13 @@ def judgments_of_example(*, session: Session, run_a_id: int, run_b_id: int, exam
                    | ((Judgment.candidate_id == run_b_id) & (Judgment.baseline_id == run_a_id)))
             .order_by(Judgment.judge, Judgment.judge_key, Judgment.order))
     return [dict(r._mapping) for r in session.execute(stmt)]
+
+
+def judgments_of_candidate(*, session: Session, candidate_id: int) -> list[dict[str, Any]]:
+    """Every pairwise judgment with ``candidate_id`` as the candidate, against any baseline: judge, mode, judge_key,
+    baseline_id, example_id, order, preference; for the judge's agreement with the reviewers of that run."""
+    stmt = (select(Judgment.judge, Judgment.mode, Judgment.judge_key, Judgment.baseline_id, Judgment.example_id,
+                   Judgment.order, Judgment.preference)
+            .where(Judgment.candidate_id == candidate_id, Judgment.baseline_id.is_not(None))
+            .order_by(Judgment.judge_key, Judgment.baseline_id, Judgment.example_id, Judgment.order))
+    return [dict(r._mapping) for r in session.execute(stmt)]

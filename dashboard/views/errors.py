@@ -259,7 +259,28 @@ def _length(url: str, run_id: int, metric: str, measure: str) -> None:
                      column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("mean", "min", "max")})
 
 
+def _judges_against_reviewers(url: str, run_id: int) -> None:
+    st.markdown("##### Judges against human verdicts")
+    agreement = store.load_judge_agreement(url, run_id)
+    if not agreement:
+        st.caption("No judge's verdict on this run shares an example with a reviewer's \"pass\" or \"fail: model "
+                   "error\" yet (python -m evaluator judge; the Review page).")
+        return
+    st.caption("A judge passes an answer when it prefers it to the baseline's; reviewers pass it with \"pass\" and fail "
+               "it with \"fail: model error\" (the majority of their latest verdicts). Kappa (Cohen's): agreement "
+               "beyond chance, 1 perfect, 0 chance. Trust a judge on this data only as far as these go.")
+    rows = [{"judge": a["judge"], "vs run": f"#{a['baseline_id']}", "examples": a["n"],
+             "kappa": "–" if a["kappa"] is None else f"{a['kappa']:.2f}",
+             "reviewers' fails it passes": "–" if a["judge_passes_human_fails"] is None
+             else f"{100 * a['judge_passes_human_fails']:.0f}%",
+             "both pass": int(a["confusion"].loc["pass", "pass"]), "both fail": int(a["confusion"].loc["fail", "fail"]),
+             "only the judge passes": int(a["confusion"].loc["fail", "pass"]),
+             "only reviewers pass": int(a["confusion"].loc["pass", "fail"])} for a in agreement]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
 def _disagreement(url: str, run_id: int, metric: str, m2: str, bounds: dict, info: dict) -> None:
+    _judges_against_reviewers(url, run_id)
     st.markdown("##### Metric against metric")
     bx, by = bounds.get(metric), bounds.get(m2)
     if bx is None or by is None or metric == m2:

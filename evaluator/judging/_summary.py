@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Iterable, Mapping, Optional
 
-from evaluator.judging._stats import combine_orders, length_controlled_win_rate, position_consistency, win_rate
+from evaluator.judging._stats import (
+    combine_orders,
+    judge_human_agreement,
+    length_controlled_win_rate,
+    position_consistency,
+    win_rate,
+)
 
 
 def example_preferences(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -50,3 +56,37 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                     "lc_win_rate": lc["lc_win_rate"], "lc_ci_low": lc["ci_low"], "lc_ci_high": lc["ci_high"],
                     "failures": sum(e["failures"] for e in examples)})
     return sorted(out, key=lambda s: (s["judge"], s["mode"], s["judge_key"]))
+
+
+HUMAN_PASS, HUMAN_FAIL = "pass", "fail: model error"
+
+
+def human_pass_fail(verdicts: Iterable[Mapping[str, Any]]) -> dict[int, bool]:
+    """example id -> whether the reviewers pass the answer: the majority of the latest verdicts that judge the
+    answer itself ("pass" against "fail: model error"; a wrong reference, a misleading metric or "needs
+    discussion" say nothing of it). A tie between reviewers leaves the example out."""
+    votes: dict[int, list[bool]] = defaultdict(list)
+    for v in verdicts:
+        if v["verdict"] in (HUMAN_PASS, HUMAN_FAIL):
+            votes[int(v["example_id"])].append(v["verdict"] == HUMAN_PASS)
+    return {e: sum(b) > len(b) / 2 for e, b in votes.items() if sum(b) * 2 != len(b)}
+
+
+def judge_agreement(judgments: Iterable[Mapping[str, Any]], verdicts: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per judge config and baseline: how the judge's verdicts on a run's answers agree with its reviewers'. The judge
+    passes an answer when it prefers it to the baseline's (combined preference above 0.5). Each item: judge, mode,
+    judge_key, baseline_id, and ``evaluator.judging.judge_human_agreement``'s n, kappa, confusion,
+    judge_passes_human_fails; only judges that share an example with the reviewers."""
+    human = human_pass_fail(verdicts)
+    groups: dict[tuple[str, Any], list[Mapping[str, Any]]] = defaultdict(list)
+    for j in judgments:
+        groups[(j["judge_key"], j["baseline_id"])].append(j)
+    out = []
+    for (key, baseline), rows in groups.items():
+        pairs = [(e["preference"] > 0.5, human[e["example_id"]]) for e in example_preferences(rows)
+                 if e["preference"] is not None and e["example_id"] in human]
+        if pairs:
+            agreement = judge_human_agreement([p for p, _ in pairs], [h for _, h in pairs])
+            out.append({"judge": rows[0]["judge"], "mode": rows[0]["mode"], "judge_key": key, "baseline_id": baseline,
+                        **agreement})
+    return sorted(out, key=lambda a: (a["judge"], a["baseline_id"] or 0))

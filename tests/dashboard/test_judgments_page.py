@@ -67,3 +67,31 @@ def test_an_opened_example_shows_each_judges_verdict_and_reply(store_url, monkey
         assert not at.exception, at.exception
         assert [e.label for e in at.expander] == [f"tiny-judge (pairwise): {words}"]
         assert "[[A]] é" in [c.value for c in at.expander[0].code]
+
+
+def test_the_errors_page_shows_how_far_each_judge_agrees_with_the_reviewers(store_url, monkeypatch):
+    engine = db.open_store(store_url)
+    seed = seed_minimal(engine)  # tiny-judge prefers the candidate on k1; ann passes k1
+    cand, base, ids = seed["candidate"], seed["baseline"], seed["example_ids"]
+    judged = {"k0": (1.0, 1.0), "k2": (0.0, 0.0), "k3": (0.5, 0.5)}  # passes, fails, ties (a tie is no pass)
+    with db.session_factory(engine).begin() as s:
+        db.add_judgments(session=s, judgments=[
+            dict(candidate_id=cand, baseline_id=base, example_id=ids[k], order=order, judge="tiny-judge",
+                 mode="pairwise", judge_key="f" * 64, preference=p)
+            for k, prefs in judged.items() for order, p in zip(("ab", "ba"), prefs)])
+        for k, verdict in {"k0": "fail: model error", "k2": "fail: model error", "k3": "pass",
+                           "k4": "fail: model error"}.items():  # k4: no judgment, left out
+            db.add_annotation(session=s, run_id=cand, example_id=ids[k], reviewer="bo", verdict=verdict)
+    engine.dispose()
+    monkeypatch.setenv("EVAL_DB_URL", store_url)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("views/errors.py")
+    at.query_params = {"run": str(cand), "tab": "dis"}
+    at.run()
+    assert not at.exception, at.exception
+    [table] = [d.value for d in at.dataframe if "kappa" in d.value.columns]
+    # reviewers pass k1 (judge passes) and k3 (judge: a tie, no pass); fail k0 (judge passes) and k2 (judge fails):
+    # p_o = 2/4, p_e = 0.5 * 0.5 + 0.5 * 0.5 = 0.5, kappa 0; the judge passes 1 of the reviewers' 2 fails
+    assert table.to_dict("records") == [{
+        "judge": "tiny-judge", "vs run": f"#{base}", "examples": 4, "kappa": "0.00", "reviewers' fails it passes": "50%",
+        "both pass": 1, "both fail": 1, "only the judge passes": 1, "only reviewers pass": 1}]

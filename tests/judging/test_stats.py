@@ -133,3 +133,14 @@ def test_alpaca_eval_preferences_reproduce_its_win_rate_and_standard_error():
     assert r["standard_error"] == pytest.approx(kept.sem() * 100, abs=1e-12)
     with pytest.raises(ValueError):
         alpaca_eval_preference(3)
+
+
+def test_reviewers_pass_or_fail_an_answer_by_majority_of_the_verdicts_about_the_answer():
+    from evaluator.judging import human_pass_fail
+
+    verdicts = [dict(example_id=1, verdict="pass"), dict(example_id=1, verdict="fail: model error"),
+                dict(example_id=1, verdict="pass"),  # 2 to 1: pass
+                dict(example_id=2, verdict="pass"), dict(example_id=2, verdict="fail: model error"),  # a tie: out
+                dict(example_id=3, verdict="fail: reference wrong"), dict(example_id=3, verdict="needs discussion"),
+                dict(example_id=4, verdict="fail: metric misleading"), dict(example_id=4, verdict="fail: model error")]
+    assert human_pass_fail(verdicts) == {1: True, 4: False}
