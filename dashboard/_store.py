@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import db
 from dashboard import _format as fmt
-from evaluator.judging import judge_agreement, summarize
+from evaluator.judging import judge_agreement, ratings, summarize
 
 TTL_S = 20  # seconds a query result is reused: short, so a run being written shows up as it grows
 MAX_ENTRIES = 256  # per loader; each entry is at most one page of rows
@@ -336,6 +336,18 @@ def load_judge_agreement(url: str, run_id: int) -> list[dict[str, Any]]:
     if not judgments:
         return []
     return judge_agreement(judgments, read(url, db.latest_verdicts, run_id=int(run_id)))
+
+
+@cached
+
+
+def load_ratings(url: str, dataset_id: int) -> dict[str, pd.DataFrame]:
+    """``evaluator.judging.ratings`` of the runs of one dataset, one table per judge."""
+    judgments = read(url, db.judgments_on_dataset, dataset_id=int(dataset_id))
+    if not judgments:
+        return {}
+    names = {int(r["id"]): f"#{r['id']} {r['name']}" for r in read(url, db.run_index)}
+    return ratings(judgments, names)
 
 
 @cached

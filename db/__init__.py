@@ -22,6 +22,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "db._judgments": (
         "add_judgments", "judge_key", "judged_keys", "judged_pairs", "judging_inputs", "judgments_of_candidate", "judgments_of_example", "judgments_of_pair",
+        "judgments_on_dataset",
     ),
     "db._lease": (
         "LEASE_ENV", "acquire_run", "lease_seconds", "release_run", "renew_runs", "status_text", "writer_gone",

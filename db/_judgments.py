@@ -138,3 +138,14 @@ def judgments_of_candidate(*, session: Session, candidate_id: int) -> list[dict[
             .where(Judgment.candidate_id == candidate_id, Judgment.baseline_id.is_not(None))
             .order_by(Judgment.judge_key, Judgment.baseline_id, Judgment.example_id, Judgment.order))
     return [dict(r._mapping) for r in session.execute(stmt)]
+
+
+def judgments_on_dataset(*, session: Session, dataset_id: int) -> list[dict[str, Any]]:
+    """Every pairwise judgment between two runs of ``dataset_id``: candidate_id, baseline_id, judge, judge_key,
+    example_id, order, preference; for ratings of every version from all its judgments."""
+    stmt = (select(Judgment.candidate_id, Judgment.baseline_id, Judgment.judge, Judgment.judge_key,
+                   Judgment.example_id, Judgment.order, Judgment.preference)
+            .join(Run, Run.id == Judgment.candidate_id)
+            .where(Run.dataset_id == dataset_id, Judgment.baseline_id.is_not(None), Judgment.preference.is_not(None))
+            .order_by(Judgment.judge, Judgment.candidate_id, Judgment.baseline_id, Judgment.example_id))
+    return [dict(r._mapping) for r in session.execute(stmt)]

@@ -269,6 +269,24 @@ def _trend(data: _Store) -> tuple[int, str]:
     return trend_ds, trend_metric
 
 
+def _ratings(url: str, dataset_id: int) -> None:
+    """Bradley–Terry ratings of the versions a judge compared on this dataset (one table per judge)."""
+    tables = store.load_ratings(url, dataset_id)
+    if not tables:
+        return
+    st.subheader("Preference ratings")
+    st.caption("Bradley–Terry ratings from every pairwise judgment between runs of this dataset, on the Elo scale "
+               "(the first run in order is fixed at 1000; 95% intervals). 400 points apart: the higher one wins 10 "
+               "to 1. One table per judge.")
+    for judge, table in tables.items():
+        shown = table.assign(
+            rating=[f"{r:.0f}" for r in table["rating"]],
+            interval=["–" if pd.isna(lo) else f"[{lo:.0f}, {hi:.0f}]" for lo, hi in zip(table["ci_low"], table["ci_high"])])
+        st.text(judge)
+        st.dataframe(shown[["run", "rating", "interval", "n"]], hide_index=True,
+                     column_config={"n": st.column_config.NumberColumn("examples judged")})
+
+
 def _compare_pick(data: _Store) -> tuple[Optional[int], Optional[int]]:
     st.subheader("Compare two runs")
     label = fmt.run_label(data.runs)
@@ -296,6 +314,7 @@ def main() -> None:
     _runs_list(runs, data.aggs, f.show)
     rejected_of = _open_run(url, p, runs, data)
     trend_ds, trend_metric = _trend(data)
+    _ratings(url, trend_ds)
     a, b = _compare_pick(data)
 
     # widgets -> link (values equal to the defaults are left out, so a plain link stays plain)

@@ -95,6 +95,15 @@ def judgment_line(j: dict[str, Any]) -> str:
             f"{j['failures']} judge failures")
 
 
+def score_line(j: dict[str, Any]) -> str:
+    """One judge's single-answer ratings of a run."""
+    if j["mean_score"] is None:
+        return f"  judge {j['judge']} (single): no rating parsed ({j['failures']} failures)"
+    ci = f" [{_fmt(j['ci_low'])}, {_fmt(j['ci_high'])}]" if j["ci_low"] is not None else ""
+    return (f"  judge {j['judge']} (single): mean rating {_fmt(j['mean_score'])}{ci} out of 10 over {j['n']} answers; "
+            f"{j['failures']} judge failures")
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()

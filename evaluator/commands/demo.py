@@ -18,8 +18,12 @@ from typing import Optional
 
 import db
 from evaluator._runner import RunError, run_evaluation
+from evaluator.commands.compare import judgment_line
 from evaluator.config import RunConfig
 from evaluator.demo import TEST_FILE, build_demo_models
+from evaluator.judging._judge import JudgeRun, judge_pair
+from evaluator.models import load_backend
+from evaluator.types import GenerationSettings
 
 EPILOG = """\
 examples:
@@ -42,6 +46,7 @@ The store is --db URL, else $EVAL_DB_URL, else sqlite:///eval_store.sqlite.
 
 FAMILY = "demo"
 MAX_NEW_TOKENS = 40  # every reference answer fits (<= 35 tokens); a model that does not stop is cut here
+JUDGE_NEW_TOKENS = 16  # the demo judge's reply: long enough for a verdict mark, short enough for a CPU
 DASHBOARD_APP = Path(__file__).resolve().parents[2] / "dashboard" / "server.py"
 
 
@@ -134,6 +139,32 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def judge_newest(models, *, url: str, progress: bool = True) -> Optional[JudgeRun]:
+    """Judge the newest version against the base with the demo's own base model as the judge (pairwise, both
+    orders); what is judged already is not asked again. None when the store has no such pair."""
+    engine = db.open_store(url)
+    sf = db.session_factory(engine)
+    try:
+        with sf() as s:
+            newest = f"demo-{models.versions[-1][0]}"
+            try:
+                cand = db.find_run(session=s, ref=newest)
+            except db.StoreError:
+                return None
+            baselines = db.baselines_of(session=s, run_id=cand)
+        if not baselines:
+            return None
+        backend = load_backend(str(models.base_dir), device="cpu")
+        try:
+            return judge_pair(session_factory=sf, backend=backend, judge="demo-base",
+                              candidate_id=cand, baseline_id=baselines[0],
+                              settings=GenerationSettings(max_new_tokens=JUDGE_NEW_TOKENS), progress=progress)
+        finally:
+            backend.close()
+    finally:
+        engine.dispose()
+
+
 def main(args: argparse.Namespace) -> int:
 
     url = db.resolve_url(args.db)
@@ -158,6 +189,14 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"evaluated in {time.perf_counter() - built:.0f} s; results in {url}")
+    judged_at = time.perf_counter()
+    judged = judge_newest(models, url=url, progress=args.progress)
+    if judged is not None:
+        print(f"judged run {judged.candidate_id} against run {judged.baseline_id} with the demo base model as the judge "
+              f"in {time.perf_counter() - judged_at:.0f} s: {judged.stored} new judgments, {judged.failures} without a "
+              "verdict (a demo-sized model does not follow a judging prompt: this shows the workflow, not a verdict)")
+        for j in judged.summary:
+            print(judgment_line(j))
 
     if not args.dashboard:
         print(f"open them with: EVAL_DB_URL={url} streamlit run dashboard/server.py")

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 import db
-from evaluator.commands.compare import judgment_line
+from evaluator.commands.compare import judgment_line, score_line
 from evaluator.errors import UserError
 from evaluator.judging._judge import MODES, Template, judge_runs
 from evaluator.models import load_backend
@@ -32,7 +32,8 @@ def register(sub) -> None:
     p.add_argument("run", metavar="RUN", help="the candidate run (id or name)")
     p.add_argument("--against", action="append", metavar="RUN_B", help="a baseline run (default: the run's baselines)")
     p.add_argument("--judge", required=True, metavar="SPEC", help="a model path, Hub id or openai:MODEL")
-    p.add_argument("--mode", choices=MODES, default="pairwise", help="reference: the judge sees the reference too")
+    p.add_argument("--mode", choices=MODES, default="pairwise",
+                   help="reference: the judge sees the reference too; single: each answer rated 1-10 on its own")
     p.add_argument("--template", metavar="FILE", help="YAML/JSON with 'system' and 'user' texts (default: built in)")
     p.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="the judge's reply (default 512)")
     p.add_argument("--base-url", metavar="URL", help="API root of an openai: judge")
@@ -52,7 +53,9 @@ def main(args: argparse.Namespace) -> int:
             cand = db.find_run(session=s, ref=args.run)
             against = ([db.find_run(session=s, ref=r) for r in args.against] if args.against
                        else db.baselines_of(session=s, run_id=cand))
-        if not against:
+        if args.mode == "single":
+            against = [None]  # each answer rated on its own
+        elif not against:
             print(f"error: run {cand} has no baselines: name one with --against RUN_B", file=sys.stderr)
             return 2
         options = {k: v for k, v in dict(base_url=args.base_url, api_key_env=args.api_key_env,
@@ -69,8 +72,9 @@ def main(args: argparse.Namespace) -> int:
         backend.close()
         engine.dispose()
     for r in runs:
-        print(f"run {r.candidate_id} against run {r.baseline_id}: {r.stored} new judgments of {r.todo} asked, "
+        pair = f"run {r.candidate_id}" + ("" if r.baseline_id is None else f" against run {r.baseline_id}")
+        print(f"{pair}: {r.stored} new judgments of {r.todo} asked, "
               f"{r.failures} without a verdict, {len(r.request_errors)} requests failed (asked again next time)")
         for j in r.summary:
-            print(judgment_line(j))
+            print(score_line(j) if j["mode"] == "single" else judgment_line(j))
     return 1 if any(r.request_errors for r in runs) else 0

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from evaluator._runner import RunError, RunInterrupted, resume_config, run_evaluation
+from evaluator.commands import judge as judge_command
 from evaluator.commands.runs import quiet_store_logs
 from evaluator.config import ConfigError, build_config
 
@@ -102,6 +103,8 @@ def register(sub) -> None:
                    help="metrics to compute (default: all registered); repeatable")
     g.add_argument("--no-perplexity", dest="perplexity", action="store_false",
                    help="skip teacher-forcing the references")
+    g.add_argument("--judge", metavar="SPEC", help="after scoring, judge the run against its baselines with this "
+                   "model (as 'python -m evaluator judge RUN --judge SPEC'; the openai options above apply)")
     g = p.add_argument_group("store and control")
     g.add_argument("--db", metavar="URL", help="store URL or SQLite path")
     g.add_argument("--config", metavar="FILE", help="YAML or TOML file of run settings (flags override it)")
@@ -111,7 +114,7 @@ def register(sub) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    skip = {"func", "command", "verbose", "config", "progress", "resume"}
+    skip = {"func", "command", "verbose", "config", "progress", "resume", "judge"}
     out: dict[str, Any] = {}
     for key, value in vars(args).items():
         if key in skip:
@@ -154,7 +157,17 @@ def main(args: argparse.Namespace) -> int:
         return 1
     if _is_main_process():
         print("\n".join(summary.lines()))
+        if getattr(args, "judge", None):
+            return _judge(args, summary.run_id, config.db)
     return 0
+
+
+def _judge(args: argparse.Namespace, run_id: int, db_url: Optional[str]) -> int:
+    """``run ... --judge SPEC``: the judge command on the run just made, against its baselines."""
+    return judge_command.main(argparse.Namespace(
+        run=str(run_id), against=None, judge=args.judge, mode="pairwise", template=None, max_new_tokens=512,
+        base_url=getattr(args, "base_url", None), api_key_env=getattr(args, "api_key_env", None),
+        concurrency=getattr(args, "concurrency", None), device=getattr(args, "device", None), db=db_url))
 
 
 def _is_main_process() -> bool:

@@ -16,7 +16,8 @@ from evaluator.judging._stats import (
     position_consistency,
     win_rate,
 )
-from evaluator.judging._summary import example_preferences, human_pass_fail, judge_agreement, summarize
+from evaluator.judging._summary import example_preferences, human_pass_fail, judge_agreement, ratings, summarize
 
-__all__ = ["alpaca_eval_preference", "bradley_terry", "combine_orders", "example_preferences",
-           "human_pass_fail", "judge_agreement", "judge_human_agreement", "length_controlled_win_rate", "position_consistency", "summarize", "win_rate"]
+__all__ = ["alpaca_eval_preference", "bradley_terry", "combine_orders", "example_preferences", "human_pass_fail",
+           "judge_agreement", "judge_human_agreement", "length_controlled_win_rate", "position_consistency", "ratings",
+           "summarize", "win_rate"]

@@ -10,8 +10,9 @@ or ``[[C]]`` (a tie); the last such mark counts.
 Each order is one judgment: "ab" shows the candidate as assistant A, "ba" as assistant B. Judgments are
 stored after every batch of the backend, keyed by (candidate, baseline, example, order, judge config), so a
 killed run loses at most a batch and a re-run judges only what is missing. A reply with no verdict is stored as
-a judge failure (``preference`` None, ``error`` saying so); a request that failed (``finish_reason``
-"error") is not stored, so the next run asks again.
+a judge failure (``preference`` None, ``error`` saying so), and so is a verdict given on a prompt cut to fit the
+judge's context (it did not see everything); a request that failed (``finish_reason`` "error") is not stored,
+so the next run asks again.
 """
 from __future__ import annotations
 
@@ -26,12 +27,13 @@ import yaml
 
 import db
 from evaluator.errors import UserError
-from evaluator.judging._summary import summarize
+from evaluator.judging._summary import score_summary, summarize
 from evaluator.types import Generation, GenerationSettings
 
-MODES = ("pairwise", "reference")
+MODES = ("pairwise", "reference", "single")
 FIELD = re.compile(r"\{(conversation|answer_a|answer_b|reference)\}")
 VERDICT = re.compile(r"\[\[\s*([ABC])\s*\]\]")
+SCORE = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
 _PREFERENCE = {("ab", "A"): 1.0, ("ab", "B"): 0.0, ("ba", "A"): 0.0, ("ba", "B"): 1.0}
 
 SYSTEM = (
@@ -46,6 +48,12 @@ USER = ("[The Start of the Conversation]\n{conversation}\n[The End of the Conver
         "[The Start of Assistant A's Answer]\n{answer_a}\n[The End of Assistant A's Answer]\n\n"
         "[The Start of Assistant B's Answer]\n{answer_b}\n[The End of Assistant B's Answer]")
 REFERENCE_BLOCK = "[The Start of the Reference Answer]\n{reference}\n[The End of the Reference Answer]\n\n"
+SINGLE_SYSTEM = (
+    "Please act as an impartial judge and evaluate the response of an AI assistant to the conversation below. "
+    "Consider helpfulness, relevance, accuracy, depth and level of detail. Be as objective as possible. After a "
+    "short explanation, rate the response on a scale of 1 to 10 strictly in this format: \"Rating: [[5]]\".")
+SINGLE_USER = ("[The Start of the Conversation]\n{conversation}\n[The End of the Conversation]\n\n"
+               "[The Start of the Assistant's Answer]\n{answer_a}\n[The End of the Assistant's Answer]")
 
 
 class JudgeError(UserError, ValueError):
@@ -61,6 +69,8 @@ class Template:
     def load(cls, path: Optional[str | Path], mode: str) -> "Template":
         if mode not in MODES:
             raise JudgeError(f"mode is one of {', '.join(MODES)}, not {mode!r}")
+        if path is None and mode == "single":
+            return cls(SINGLE_SYSTEM, SINGLE_USER)
         if path is None:
             ref = mode == "reference"
             return cls(SYSTEM.replace("{reference_rule}", REFERENCE_RULE if ref else ""),
@@ -71,7 +81,8 @@ class Template:
             raise JudgeError(f"cannot read the template {path}: {exc}") from None
         if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("system", "user")):
             raise JudgeError(f"{path}: a template has a 'system' and a 'user' text")
-        for field_ in ("{answer_a}", "{answer_b}", "{conversation}") + (("{reference}",) if mode == "reference" else ()):
+        needed = ("{answer_a}", "{conversation}") if mode == "single" else ("{answer_a}", "{answer_b}", "{conversation}")
+        for field_ in needed + (("{reference}",) if mode == "reference" else ()):
             if field_ not in data["user"]:
                 raise JudgeError(f"{path}: the user text has no {field_}")
         return cls(data["system"], data["user"])
@@ -84,7 +95,7 @@ class Template:
         a, b = ((item["candidate_output"], item["baseline_output"]) if order == "ab"
                 else (item["baseline_output"], item["candidate_output"]))
         conversation = "\n\n".join(f"### {m['role'].capitalize()}:\n{m['content']}" for m in item["messages"])
-        values = {"conversation": conversation, "answer_a": a, "answer_b": b, "reference": item.get("reference") or ""}
+        values = {"conversation": conversation, "answer_a": a, "answer_b": b or "", "reference": item.get("reference") or ""}
         # one pass over the template: braces in a conversation or an answer are text, never fields
         user = FIELD.sub(lambda m: values[m.group(1)], self.user)
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
@@ -97,6 +108,12 @@ def parse_verdict(reply: str, order: str) -> tuple[Optional[str], Optional[float
         return None, None
     letter = found[-1]
     return letter, 0.5 if letter == "C" else _PREFERENCE[(order, letter)]
+
+
+def parse_score(reply: str) -> Optional[float]:
+    """The last [[N]] of the reply, when it is a rating from 1 to 10."""
+    found = [float(x) for x in SCORE.findall(reply or "")]
+    return found[-1] if found and 1 <= found[-1] <= 10 else None
 
 
 def _verdict_logprobs(gen: Generation, letter: Optional[str]) -> Optional[dict[str, Any]]:
@@ -121,7 +138,8 @@ class JudgeRun:
     summary: list[dict[str, Any]] = field(default_factory=list)
 
 
-def judge_pair(*, session_factory, backend, judge: str, candidate_id: int, baseline_id: int, mode: str = "pairwise",
+def judge_pair(*, session_factory, backend, judge: str, candidate_id: int, baseline_id: Optional[int],
+               mode: str = "pairwise",
                template: Optional[Template] = None, settings: Optional[GenerationSettings] = None,
                progress: bool = False, on_stored: Optional[Callable[[int], None]] = None) -> JudgeRun:
     """Judge ``candidate_id`` against ``baseline_id`` in both orders with ``backend``; see the module docstring."""
@@ -134,7 +152,8 @@ def judge_pair(*, session_factory, backend, judge: str, candidate_id: int, basel
         done = db.judged_keys(session=s, candidate_id=candidate_id, baseline_id=baseline_id, judge_key=key)
     if mode == "reference" and items and not any(i.get("reference") for i in items):
         raise JudgeError("reference mode needs references: these examples have none")
-    todo = [(item, order) for item in items for order in ("ab", "ba") if (item["example_id"], order) not in done]
+    orders = ("ab",) if mode == "single" else ("ab", "ba")
+    todo = [(item, order) for item in items for order in orders if (item["example_id"], order) not in done]
     run = JudgeRun(candidate_id, baseline_id, key, len(todo))
     stored_config = {**config, "template": {"system": template.system, "user": template.user}}
 
@@ -145,12 +164,21 @@ def judge_pair(*, session_factory, backend, judge: str, candidate_id: int, basel
             if gen.finish_reason == "error":
                 run.request_errors.append(gen.error or "request failed")
                 continue
-            letter, preference = parse_verdict(gen.text, order)
-            run.failures += preference is None
+            score = parse_score(gen.text) if mode == "single" else None
+            letter, preference = (None, None) if mode == "single" else parse_verdict(gen.text, order)
+            error = None if (letter or score is not None) else (
+                "no [[1]] to [[10]] rating in the reply" if mode == "single"
+                else "no [[A]], [[B]] or [[C]] verdict in the reply")
+            if gen.prompt_truncated:  # the judge did not see all of the instructions, the conversation or an answer
+                preference = score = None
+                error = (f"the judging prompt did not fit the judge's context ({gen.prompt_tokens} tokens kept): it was "
+                         "cut" + ("" if error is None else "; " + error))
+            run.failures += (score if mode == "single" else preference) is None
             rows.append(dict(candidate_id=candidate_id, baseline_id=baseline_id, example_id=item["example_id"],
                              order=order, judge=judge, mode=mode, judge_key=key, config=stored_config,
-                             preference=preference, verdict=letter, verdict_logprobs=_verdict_logprobs(gen, letter),
-                             reply=gen.text, error=None if letter else "no [[A]], [[B]] or [[C]] verdict in the reply"))
+                             preference=preference, score=score, verdict=letter,
+                             verdict_logprobs=_verdict_logprobs(gen, letter),
+                             reply=gen.text, error=error))
         with session_factory.begin() as s:
             run.stored += db.add_judgments(session=s, judgments=rows)
         if on_stored:
@@ -160,8 +188,9 @@ def judge_pair(*, session_factory, backend, judge: str, candidate_id: int, basel
         backend.generate([template.messages(item, order) for item, order in todo], settings, on_batch=store,
                          progress=progress)
     with session_factory() as s:
-        run.summary = [j for j in summarize(db.judgments_of_pair(session=s, candidate_id=candidate_id,
-                                                                  baseline_id=baseline_id)) if j["judge_key"] == key]
+        rows = db.judgments_of_pair(session=s, candidate_id=candidate_id, baseline_id=baseline_id)
+    summarized = score_summary(rows) if mode == "single" else summarize(rows)
+    run.summary = [j for j in summarized if j["judge_key"] == key]
     return run
 
 

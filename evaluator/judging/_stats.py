@@ -35,6 +35,7 @@ from evaluator.scoring._stats import mean_ci
 
 ELO_SCALE = 400 / math.log(10)
 ELO_BASE = 1000.0
+BT_MAX_LOG_ODDS = 10.0
 GLM_TOL = 1e-12  # IRLS stops when the deviance changes less than this (statsmodels' default 1e-8)
 
 
@@ -109,27 +110,51 @@ def length_controlled_win_rate(preferences: Sequence[float], candidate_lengths: 
 
 def bradley_terry(pairs: Iterable[tuple[str, str, float]]) -> pd.DataFrame:
     """Ratings from (model_a, model_b, preference for a) judgments: one row per model, sorted by rating, with
-    ``rating``, ``ci_low``, ``ci_high`` (Elo scale) and ``n`` (judgments it took part in). The first model
-    in sorted order is the reference at 1000, with no interval of its own."""
-    import statsmodels.api as sm
+    ``rating``, ``ci_low``, ``ci_high`` (Elo scale), ``n`` (judgments it took part in) and ``smoothed``. The
+    first model in sorted order is the reference at 1000, with no interval of its own.
+
+    When one model won every judgment against another (separation: the maximum-likelihood rating is infinite),
+    one tie between each pair of models that met is added and the fit repeated; ``smoothed`` says so."""
+    from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
     rows = [(str(a), str(b), float(p)) for a, b, p in pairs if a != b]
     models = sorted({m for a, b, _ in rows for m in (a, b)})
     if len(models) < 2:
         raise ValueError("Bradley-Terry needs judgments between at least two models")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PerfectSeparationWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # statsmodels' scale with no residual degree of freedom
+        try:
+            beta, se = _bt_fit(rows, models)
+            # IRLS may also stop on a diverging fit without the warning: odds beyond e^10 (22,026 to 1) are
+            # what separation looks like at any realistic number of judgments
+            smoothed = bool(np.abs(beta).max() > BT_MAX_LOG_ODDS or not np.isfinite(se[1:]).all())
+        except PerfectSeparationWarning:
+            smoothed = True
+    if smoothed:
+        met = sorted({(a, b) for a, b, _ in rows})
+        with warnings.catch_warnings():  # the added ties make the fit finite; statsmodels may still warn
+            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.simplefilter("ignore", PerfectSeparationWarning)
+            beta, se = _bt_fit(rows + [(a, b, 0.5) for a, b in met], models)
+    n = {m: sum(m in (a, b) for a, b, _ in rows) for m in models}
+    out = pd.DataFrame({"model": models, "rating": ELO_BASE + ELO_SCALE * beta,
+                        "ci_low": ELO_BASE + ELO_SCALE * (beta - 1.96 * se),
+                        "ci_high": ELO_BASE + ELO_SCALE * (beta + 1.96 * se), "n": [n[m] for m in models],
+                        "smoothed": smoothed})
+    return out.sort_values(["rating", "model"], ascending=[False, True], ignore_index=True)
+
+
+def _bt_fit(rows: list[tuple[str, str, float]], models: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    import statsmodels.api as sm
+
     index = {m: i for i, m in enumerate(models)}
     design = np.zeros((len(rows), len(models)))
     for r, (a, b, _) in enumerate(rows):
         design[r, index[a]], design[r, index[b]] = 1.0, -1.0
     y = np.array([p for _, _, p in rows])
     fit = sm.GLM(y, design[:, 1:], family=sm.families.Binomial()).fit(tol=GLM_TOL, maxiter=200)
-    beta = np.concatenate([[0.0], fit.params])
-    se = np.concatenate([[np.nan], fit.bse])
-    n = {m: sum(m in (a, b) for a, b, _ in rows) for m in models}
-    out = pd.DataFrame({"model": models, "rating": ELO_BASE + ELO_SCALE * beta,
-                        "ci_low": ELO_BASE + ELO_SCALE * (beta - 1.96 * se),
-                        "ci_high": ELO_BASE + ELO_SCALE * (beta + 1.96 * se), "n": [n[m] for m in models]})
-    return out.sort_values(["rating", "model"], ascending=[False, True], ignore_index=True)
+    return np.concatenate([[0.0], fit.params]), np.concatenate([[np.nan], fit.bse])
 
 
 def judge_human_agreement(judge_pass: Sequence[bool], human_pass: Sequence[bool]) -> dict[str, Any]:

@@ -6,12 +6,14 @@ from collections import defaultdict
 from typing import Any, Iterable, Mapping, Optional
 
 from evaluator.judging._stats import (
+    bradley_terry,
     combine_orders,
     judge_human_agreement,
     length_controlled_win_rate,
     position_consistency,
     win_rate,
 )
+from evaluator.scoring._stats import mean_ci
 
 
 def example_preferences(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -90,3 +92,42 @@ def judge_agreement(judgments: Iterable[Mapping[str, Any]], verdicts: Iterable[M
             out.append({"judge": rows[0]["judge"], "mode": rows[0]["mode"], "judge_key": key, "baseline_id": baseline,
                         **agreement})
     return sorted(out, key=lambda a: (a["judge"], a["baseline_id"] or 0))
+
+
+def ratings(judgments: Iterable[Mapping[str, Any]], names: Mapping[int, str]) -> dict[str, Any]:
+    """Bradley–Terry ratings of the runs in ``judgments`` (``db.judgments_on_dataset`` rows), one table per judge
+    (judges differ, so their verdicts are not pooled): {judge: DataFrame of run_id, run, rating, ci_low, ci_high,
+    n}}. Each example of each pair counts once, its two orders averaged; a judge needs two runs to rate."""
+    by_judge: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for j in judgments:
+        by_judge[j["judge"]].append(j)
+    out = {}
+    for judge, rows in sorted(by_judge.items()):
+        pairs = defaultdict(list)
+        for r in rows:
+            pairs[(r["judge_key"], r["candidate_id"], r["baseline_id"])].append(r)
+        games = [(str(c), str(b), e["preference"]) for (_, c, b), group in pairs.items()
+                 for e in example_preferences(group) if e["preference"] is not None]
+        if len({m for c, b, _ in games for m in (c, b)}) < 2:
+            continue
+        table = bradley_terry(games)
+        table.insert(0, "run_id", table.pop("model").astype(int))
+        table.insert(1, "run", [names.get(i, f"#{i}") for i in table["run_id"]])
+        out[judge] = table
+    return out
+
+
+def score_summary(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Single-answer grading: one dict per judge config with judge, mode, judge_key, n (rated answers),
+    mean_score with ci_low, ci_high (95% BCa over examples, as for metric means) and failures."""
+    groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r["mode"] == "single":
+            groups[r["judge_key"]].append(r)
+    out = []
+    for key, group in groups.items():
+        scores = [float(r["score"]) for r in group if r["score"] is not None]
+        mean, low, high = mean_ci(scores) if scores else (None, None, None)
+        out.append({"judge": group[0]["judge"], "mode": "single", "judge_key": key, "n": len(scores),
+                    "mean_score": mean, "ci_low": low, "ci_high": high, "failures": len(group) - len(scores)})
+    return sorted(out, key=lambda s: (s["judge"], s["judge_key"]))

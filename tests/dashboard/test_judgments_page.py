@@ -95,3 +95,22 @@ def test_the_errors_page_shows_how_far_each_judge_agrees_with_the_reviewers(stor
     assert table.to_dict("records") == [{
         "judge": "tiny-judge", "vs run": f"#{base}", "examples": 4, "kappa": "0.00", "reviewers' fails it passes": "50%",
         "both pass": 1, "both fail": 1, "only the judge passes": 1, "only reviewers pass": 1}]
+
+
+def test_the_runs_page_rates_the_versions_a_judge_compared(store_url, monkeypatch):
+    engine = db.open_store(store_url)
+    seed = seed_minimal(engine)  # tiny-judge: the candidate beats the baseline on k1 (one order)
+    cand, base, ids = seed["candidate"], seed["baseline"], seed["example_ids"]
+    with db.session_factory(engine).begin() as s:  # three more examples: 3 wins, 1 loss in all
+        db.add_judgments(session=s, judgments=[
+            dict(candidate_id=cand, baseline_id=base, example_id=ids[k], order="ab", judge="tiny-judge",
+                 mode="pairwise", judge_key="f" * 64, preference=p) for k, p in (("k2", 1.0), ("k3", 1.0), ("k4", 0.0))])
+    engine.dispose()
+    monkeypatch.setenv("EVAL_DB_URL", store_url)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception, at.exception
+    [table] = [d.value for d in at.dataframe if "interval" in d.value.columns]
+    # 3 of 4: 400 log10(3) = 190.85 points above the reference (run 1 = the candidate, sorted first: 1000)
+    assert table[["run", "rating"]].to_dict("records") == [{"run": f"#{cand} cand", "rating": "1000"},
+                                                          {"run": f"#{base} base", "rating": "809"}]
+    assert "tiny-judge" in [t.value for t in at.text]

@@ -80,6 +80,21 @@ def test_later_versions_are_better_and_failures_remain_to_browse(demo_store):
     assert failed > 0
 
 
+def test_the_demo_judges_its_newest_version_against_the_base_with_the_base_model(demo_store):
+    url, _, out = demo_store
+    runs = _runs(url)[0]
+    v3, base = runs["demo-v3"]["id"], runs["baselines"][runs["demo-v3"]["id"]]["id"]
+    engine = db.open_store_readonly(url)
+    with db.session_factory(engine)() as s:
+        rows = db.judgments_of_pair(session=s, candidate_id=v3, baseline_id=base)
+        n = len(db.judging_inputs(session=s, candidate_id=v3, baseline_id=base))
+    engine.dispose()
+    assert n > 100 and len(rows) == 2 * n and {r["judge"] for r in rows} == {"demo-base"}
+    assert f"judged run {v3} against run {base} with the demo base model as the judge" in out
+    # the demo model's context cannot hold a judging prompt: every judgment is a failure that says why
+    assert all(r["preference"] is None and "did not fit the judge's context" in r["error"] for r in rows)
+
+
 def test_a_second_demo_run_reuses_everything(demo_store, demo_cache):
     url, _, _ = demo_store
     before = len(_runs(url)[0]["baselines"])
@@ -88,6 +103,7 @@ def test_a_second_demo_run_reuses_everything(demo_store, demo_cache):
          "--cache", str(demo_cache)],
         cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "0 new judgments" in proc.stdout  # judged already
     assert len(_runs(url)[0]["baselines"]) == before == 3  # three candidates, each with its base
     assert len(_runs(url)[0]["all"]) == 4
 

@@ -154,9 +154,9 @@ def test_verdicts_parse_from_the_last_mark_and_answers_stay_text():
 
 
 def test_a_tiny_local_judge_end_to_end(capsys, store_url, seeded, tiny_model_dir):
-    """A real Llama-architecture model (random weights) as the judge through the transformers backend: it never
-    writes a verdict mark, so every judgment is stored as a judge failure with its whole reply; a second run asks
-    nothing."""
+    """A real Llama-architecture model (random weights, a short context) as the judge through the transformers
+    backend: the judging prompt does not fit its context, so every judgment is a judge failure that says so (a
+    verdict on a cut prompt would not be one), stored with its whole reply; a second run asks nothing."""
     argv = ["judge", "cand", "--judge", str(tiny_model_dir), "--max-new-tokens", "8", "--device", "cpu",
             "--db", store_url]
     assert main(argv) == 0
@@ -168,5 +168,38 @@ def test_a_tiny_local_judge_end_to_end(capsys, store_url, seeded, tiny_model_dir
                                                  baseline_id=seeded["baseline"]) if r["judge"] == str(tiny_model_dir)]
     engine.dispose()
     assert len(rows) == 2 * N and {r["order"] for r in rows} == {"ab", "ba"}
-    assert all(r["preference"] is None and r["error"].startswith("no [[A]]") for r in rows)
+    assert all(r["preference"] is None and r["error"].startswith("the judging prompt did not fit the judge's context")
+               for r in rows)
     assert main(argv) == 0 and "0 new judgments of 0 asked" in capsys.readouterr()[0]
+
+
+def test_run_with_judge_judges_the_new_run_against_its_baselines(capsys, store_url, stub, tiny_model_dir):
+    from tests.support.runner import CHAT_JSONL
+
+    stub.reply = lambda body: "[[C]]"  # the baseline's answers, and the judge's verdict: a tie, always
+    code = main(["run", "--model", str(tiny_model_dir), "--dataset", str(CHAT_JSONL), "--baseline", "openai:base",
+                 "--base-url", stub.base_url, "--max-new-tokens", "4", "--no-perplexity", "--metric", "exact_match",
+                 "--device", "cpu", "--no-progress", "--db", store_url, "--judge", "openai:stub-judge"])
+    out = capsys.readouterr()[0]
+    assert code == 0, out
+    assert "24 new judgments of 24 asked, 0 without a verdict" in out  # 12 good rows, both orders
+    assert "judge openai:stub-judge (pairwise): A wins 50%" in out
+
+
+def test_single_answer_grading_rates_each_answer_once(capsys, store_url, seeded, stub):
+    # 8 for an answer with text, 2 for the empty baseline-like answer, no rating for "answer 4"
+    stub.reply = lambda body: ("no idea" if "answer 4" in body["messages"][-1]["content"] else "Rating: [[8]]")
+    code, out, _ = _judge(capsys, store_url, stub, "--mode", "single")
+    assert code == 0, out
+    assert f"run {seeded['candidate']}: {N} new judgments of {N} asked, 1 without a verdict" in out
+    assert f"mean rating 8 [8, 8] out of 10 over {N - 1} answers; 1 judge failures" in out
+    assert "[[8]]" not in stub.bodies[0]["messages"][-1]["content"]  # the answer alone: no second answer, no order
+    assert "Assistant B" not in stub.bodies[0]["messages"][-1]["content"]
+    assert _judge(capsys, store_url, stub, "--mode", "single")[1].count("0 new judgments of 0 asked") == 1
+
+
+def test_ratings_parse_from_the_last_mark_within_the_scale():
+    from evaluator.judging._judge import parse_score
+
+    assert parse_score("Rating: [[7]]") == 7.0 and parse_score("[[3]] then [[9.5]]") == 9.5
+    assert parse_score("Rating: [[11]]") is None and parse_score("Rating: 7") is None

@@ -144,3 +144,20 @@ def test_reviewers_pass_or_fail_an_answer_by_majority_of_the_verdicts_about_the_
                 dict(example_id=3, verdict="fail: reference wrong"), dict(example_id=3, verdict="needs discussion"),
                 dict(example_id=4, verdict="fail: metric misleading"), dict(example_id=4, verdict="fail: model error")]
     assert human_pass_fail(verdicts) == {1: True, 4: False}
+
+
+def test_ratings_per_judge_average_each_examples_two_orders_first():
+    from evaluator.judging import ratings
+
+    rows = [dict(candidate_id=2, baseline_id=1, judge="j", judge_key="k", example_id=e, order=o, preference=p)
+            for e, prefs in enumerate([(1, 1), (1, 1), (1, 1), (0, 0)]) for o, p in zip(("ab", "ba"), prefs)]
+    rows += [dict(r, judge="other", judge_key="k2", preference=0.5) for r in rows]  # another judge: all ties
+    tables = ratings(rows, {1: "#1 base", 2: "#2 v3"})
+    j = tables["j"]  # run 2 won 3 of 4: beta_2 - beta_1 = ln 3, run 1 the reference at 1000
+    assert list(j["run"]) == ["#2 v3", "#1 base"] and list(j["n"]) == [4, 4]
+    assert j.loc[0, "rating"] == pytest.approx(1000 + 400 * math.log10(3), abs=1e-4)
+    assert tables["other"]["rating"].tolist() == pytest.approx([1000.0, 1000.0], abs=1e-6)
+    assert not j["smoothed"].any() and ratings([], {}) == {}
+    # one example, won both ways: separation; one tie added between the two runs, so 1.5 of 2: ln 3 again
+    one = ratings(rows[:2], {})["j"]
+    assert one["smoothed"].all() and one.loc[0, "rating"] == pytest.approx(1000 + 400 * math.log10(3), abs=1e-4)
