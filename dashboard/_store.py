@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import db
 from dashboard import _format as fmt
-from evaluator.judging import judge_agreement, ratings, summarize
+from evaluator.judging import judge_agreement, judge_metric_disagreements, ratings, summarize
 
 TTL_S = 20  # seconds a query result is reused: short, so a run being written shows up as it grows
 MAX_ENTRIES = 256  # per loader; each entry is at most one page of rows
@@ -348,6 +348,17 @@ def load_ratings(url: str, dataset_id: int) -> dict[str, pd.DataFrame]:
         return {}
     names = {int(r["id"]): f"#{r['id']} {r['name']}" for r in read(url, db.run_index)}
     return ratings(judgments, names)
+
+
+@cached
+
+
+def load_judge_metric_disagreements(url: str, run_id: int, metric: str, threshold: float,
+                                    higher_is_better: bool) -> pd.DataFrame:
+    """``evaluator.judging.judge_metric_disagreements`` of this run's judges against ``metric``'s pass rule."""
+    rows = read(url, db.judged_metric_values, candidate_id=int(run_id), metric=metric)
+    return pd.DataFrame(judge_metric_disagreements(rows, threshold=float(threshold),
+                                                   higher_is_better=bool(higher_is_better)))
 
 
 @cached

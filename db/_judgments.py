@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping, Optional
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db._models import ExampleRow, Judgment, Result, Run, utcnow
+from db._models import ExampleRow, Judgment, Metric, MetricValue, Result, Run, utcnow
 from db._write import _dialect_insert
 
 ORDERS = ("ab", "ba")
@@ -148,4 +148,18 @@ def judgments_on_dataset(*, session: Session, dataset_id: int) -> list[dict[str,
             .join(Run, Run.id == Judgment.candidate_id)
             .where(Run.dataset_id == dataset_id, Judgment.baseline_id.is_not(None), Judgment.preference.is_not(None))
             .order_by(Judgment.judge, Judgment.candidate_id, Judgment.baseline_id, Judgment.example_id))
+    return [dict(r._mapping) for r in session.execute(stmt)]
+
+
+def judged_metric_values(*, session: Session, candidate_id: int, metric: str) -> list[dict[str, Any]]:
+    """Every pairwise judgment of ``candidate_id`` with the candidate's value of ``metric`` on that example:
+    judge, judge_key, baseline_id, example_id, order, preference, value (None when the metric has none there)."""
+    metric_id = session.scalar(select(Metric.id).where(Metric.name == metric))
+    mv = MetricValue.__table__
+    stmt = (select(Judgment.judge, Judgment.judge_key, Judgment.baseline_id, Judgment.example_id, Judgment.order,
+                   Judgment.preference, mv.c.value)
+            .join(Result, (Result.run_id == Judgment.candidate_id) & (Result.example_id == Judgment.example_id))
+            .outerjoin(mv, (mv.c.result_id == Result.id) & (mv.c.metric_id == metric_id))
+            .where(Judgment.candidate_id == candidate_id, Judgment.baseline_id.is_not(None))
+            .order_by(Judgment.judge_key, Judgment.baseline_id, Judgment.example_id, Judgment.order))
     return [dict(r._mapping) for r in session.execute(stmt)]

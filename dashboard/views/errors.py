@@ -279,6 +279,25 @@ def _judges_against_reviewers(url: str, run_id: int) -> None:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
+def _judges_against_metric(url: str, run_id: int, rule) -> None:
+    st.markdown("##### Judges against the metric")
+    d = store.load_judge_metric_disagreements(url, run_id, rule.metric, rule.threshold, rule.higher_is_better)
+    if d.empty:
+        st.caption(f"No example where a judge of this run and {rule.metric}'s pass threshold ({rule.threshold:g}) "
+                   "disagree (or no judge has judged this run).")
+        return
+    better = int((d["judge_says"] == "better").sum())
+    st.text(f"{better} {'answer' if better == 1 else 'answers'} the judge prefers to the baseline's fail on "
+            f"{rule.metric}; {len(d) - better} it finds worse pass (strongest preference first)")
+    d["open"] = [browser_link({"run": run_id, "ex": e}) for e in d["example_id"]]
+    d["baseline"] = [f"#{b}" for b in d["baseline_id"]]
+    st.dataframe(d[["judge", "baseline", "example_id", "judge_says", "preference", "value", "open"]], hide_index=True,
+                 width="stretch", column_config={
+                     "preference": st.column_config.NumberColumn("judge's preference for this run", format="%.2f"),
+                     "value": st.column_config.NumberColumn(rule.metric, format="%.3f"),
+                     "open": st.column_config.LinkColumn("open", display_text="open")})
+
+
 def _disagreement(url: str, run_id: int, metric: str, m2: str, bounds: dict, info: dict) -> None:
     _judges_against_reviewers(url, run_id)
     st.markdown("##### Metric against metric")
@@ -448,6 +467,7 @@ def _section(url: str, p: dict[str, Any], shown: list[int], names: dict[int, str
             st.session_state["errors_m2"] = linked.others[0] if linked.others else rule.metric
         carried["m2"] = st.selectbox("Compare with metric", metrics, key="errors_m2")
         _disagreement(url, run_id, rule.metric, carried["m2"], rule.bounds, rule.info)
+        _judges_against_metric(url, run_id, rule)
     return section, carried
 
 

@@ -16,8 +16,16 @@ from evaluator.judging._stats import (
     position_consistency,
     win_rate,
 )
-from evaluator.judging._summary import example_preferences, human_pass_fail, judge_agreement, ratings, summarize
+from evaluator.judging._summary import (
+    example_preferences,
+    human_pass_fail,
+    judge_agreement,
+    judge_metric_disagreements,
+    ratings,
+    score_summary,
+    summarize,
+)
 
 __all__ = ["alpaca_eval_preference", "bradley_terry", "combine_orders", "example_preferences", "human_pass_fail",
-           "judge_agreement", "judge_human_agreement", "length_controlled_win_rate", "position_consistency", "ratings",
+           "judge_agreement", "judge_human_agreement", "judge_metric_disagreements", "score_summary", "length_controlled_win_rate", "position_consistency", "ratings",
            "summarize", "win_rate"]

@@ -131,3 +131,27 @@ def score_summary(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         out.append({"judge": group[0]["judge"], "mode": "single", "judge_key": key, "n": len(scores),
                     "mean_score": mean, "ci_low": low, "ci_high": high, "failures": len(group) - len(scores)})
     return sorted(out, key=lambda s: (s["judge"], s["judge_key"]))
+
+
+def judge_metric_disagreements(rows: Iterable[Mapping[str, Any]], *, threshold: float,
+                               higher_is_better: bool) -> list[dict[str, Any]]:
+    """``db.judged_metric_values`` rows -> the examples where a judge and the metric's pass rule disagree on the
+    candidate's answer: the judge prefers it to the baseline's (combined preference above 0.5) while the metric
+    fails it, or prefers the baseline's (below 0.5) while the metric passes it. Ties and examples without a value
+    are left out. Each item: judge, baseline_id, example_id, preference, value, judge_says ("better"/"worse")."""
+    groups: dict[tuple[str, Any], list[Mapping[str, Any]]] = defaultdict(list)
+    values: dict[int, Optional[float]] = {}
+    for r in rows:
+        groups[(r["judge_key"], r["baseline_id"])].append(r)
+        values[int(r["example_id"])] = r["value"]
+    out = []
+    for (_, baseline), group in groups.items():
+        for e in example_preferences(group):
+            p, v = e["preference"], values.get(int(e["example_id"]))
+            if p is None or p == 0.5 or v is None:
+                continue
+            passes = v >= threshold if higher_is_better else v <= threshold
+            if (p > 0.5) != passes:
+                out.append({"judge": group[0]["judge"], "baseline_id": baseline, "example_id": e["example_id"],
+                            "preference": p, "value": v, "judge_says": "better" if p > 0.5 else "worse"})
+    return sorted(out, key=lambda d: (d["judge"], -abs(d["preference"] - 0.5), d["example_id"]))

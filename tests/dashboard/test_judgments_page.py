@@ -114,3 +114,26 @@ def test_the_runs_page_rates_the_versions_a_judge_compared(store_url, monkeypatc
     assert table[["run", "rating"]].to_dict("records") == [{"run": f"#{cand} cand", "rating": "1000"},
                                                           {"run": f"#{base} base", "rating": "809"}]
     assert "tiny-judge" in [t.value for t in at.text]
+
+
+def test_the_errors_page_lists_where_a_judge_and_the_metric_disagree(store_url, monkeypatch):
+    engine = db.open_store(store_url)
+    seed = seed_minimal(engine)  # bleu of the candidate: 25 + i on k_i; stored pass threshold 40: all fail
+    cand, base, ids = seed["candidate"], seed["baseline"], seed["example_ids"]
+    with db.session_factory(engine).begin() as s:  # k1: the judge prefers the candidate (seeded); k2 worse; k3 a tie
+        db.add_judgments(session=s, judgments=[
+            dict(candidate_id=cand, baseline_id=base, example_id=ids[k], order="ab", judge="tiny-judge",
+                 mode="pairwise", judge_key="f" * 64, preference=p) for k, p in (("k2", 0.0), ("k3", 0.5))])
+    engine.dispose()
+    monkeypatch.setenv("EVAL_DB_URL", store_url)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("views/errors.py")
+    at.query_params = {"run": str(cand), "tab": "dis", "metric": "bleu"}
+    at.run()
+    assert not at.exception, at.exception
+    [table] = [d.value for d in at.dataframe if "judge_says" in d.value.columns]
+    assert table[["judge", "baseline", "example_id", "judge_says", "preference", "value"]].to_dict("records") == [
+        {"judge": "tiny-judge", "baseline": f"#{base}", "example_id": ids["k1"], "judge_says": "better",
+         "preference": 1.0, "value": 26.0}]
+    assert "1 answer the judge prefers to the baseline's fail on bleu; 0 it finds worse pass (strongest preference "\
+           "first)" in [t.value for t in at.text]

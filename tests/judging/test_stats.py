@@ -161,3 +161,18 @@ def test_ratings_per_judge_average_each_examples_two_orders_first():
     # one example, won both ways: separation; one tie added between the two runs, so 1.5 of 2: ln 3 again
     one = ratings(rows[:2], {})["j"]
     assert one["smoothed"].all() and one.loc[0, "rating"] == pytest.approx(1000 + 400 * math.log10(3), abs=1e-4)
+
+
+def test_judge_and_metric_disagree_on_the_candidates_answer():
+    from evaluator.judging import judge_metric_disagreements
+
+    def row(e, order, p, v):
+        return dict(judge="j", judge_key="k", baseline_id=9, example_id=e, order=order, preference=p, value=v)
+
+    rows = [row(1, "ab", 1.0, 5.0), row(1, "ba", 1.0, 5.0),  # better, and perplexity 5 passes (<= 10): agree
+            row(2, "ab", 1.0, 30.0), row(2, "ba", 0.5, 30.0),  # 0.75: better, but 30 fails: disagree
+            row(3, "ab", 0.0, 2.0),  # worse, but 2 passes: disagree
+            row(4, "ab", 0.5, 50.0),  # a tie: left out
+            row(5, "ab", 1.0, None)]  # no value: left out
+    out = judge_metric_disagreements(rows, threshold=10.0, higher_is_better=False)
+    assert [(d["example_id"], d["judge_says"], d["preference"]) for d in out] == [(3, "worse", 0.0), (2, "better", 0.75)]
