@@ -172,6 +172,7 @@ def selected_interval(event: Any, param: str) -> dict[str, tuple[float, float]]:
 
 
 VERDICT_FILTERS = ("unreviewed", "any", *db.VERDICTS)
+JUDGE_FILTERS = db.JUDGE_FILTERS
 FAILURE_FILTERS = ("any", "none", *db.FAILURE_KINDS)
 
 
@@ -216,6 +217,7 @@ def filters_from_params(p: Mapping[str, Any]) -> db.ResultQuery:
         category=support         tag=multi-turn
         failure=truncated        a db.FAILURE_KINDS name, "any" or "none"
         verdict=unreviewed       a db.VERDICTS value, "any" (reviewed) or "unreviewed"
+        judge=worse              a judge found the answer better / worse than a baseline's, a tie; judged / unjudged
         range=bleu:10:           metric:lo:hi, either bound empty; repeat the key for several metrics
         sort=bleu&desc=1         a metric name or a db.SORT_COLUMNS key; desc=1 for descending
         ids=3,17,20              only these example ids
@@ -229,6 +231,7 @@ def filters_from_params(p: Mapping[str, Any]) -> db.ResultQuery:
     ranges = tuple(r for r in (_parse_range(t) for t in param_list(p.get("range"))) if r is not None)
     failure = param_str(p, "failure")
     verdict = param_str(p, "verdict")
+    judge = param_str(p, "judge")
     ids_text = param_str(p, "ids")
     ids = None
     if ids_text:
@@ -241,6 +244,7 @@ def filters_from_params(p: Mapping[str, Any]) -> db.ResultQuery:
         tag=param_str(p, "tag"),
         failure=failure if failure in FAILURE_FILTERS else None,
         verdict=verdict if verdict in VERDICT_FILTERS else None,
+        judge=judge if judge in JUDGE_FILTERS else None,
         example_ids=ids,
         sort=param_str(p, "sort"),
         descending=param_bool(p, "desc"),
@@ -252,7 +256,7 @@ def filters_to_params(q: db.ResultQuery) -> dict[str, Any]:
     out: dict[str, Any] = {"run": str(q.run_id)}
     ranges = [_range_param(r) for r in q.ranges]
     for key, value in (("text", q.text), ("category", q.category), ("tag", q.tag), ("failure", q.failure),
-                       ("verdict", q.verdict), ("sort", q.sort)):
+                       ("verdict", q.verdict), ("judge", q.judge), ("sort", q.sort)):
         if value:
             out[key] = value
     if ranges:

@@ -32,7 +32,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "MetricValue", "PassThreshold", "RejectedRow", "Result", "Run", "SavedView",
     ),
     "db._query": (
-        "SORT_COLUMNS", "MetricRange", "ResultPage", "ResultQuery", "count_results", "dataset_of_run",
+        "JUDGE_FILTERS", "SORT_COLUMNS", "MetricRange", "ResultPage", "ResultQuery", "count_results", "dataset_of_run",
         "example_history", "iter_results", "metric_values", "metrics_for_results", "page_results", "result_detail",
         "run_categories", "run_metric_names", "selected_example_ids",
     ),

@@ -12,14 +12,14 @@ from typing import Any, Iterator, Optional, Sequence
 from sqlalchemy import Text, and_, case, cast, exists, false, func, not_, or_, select
 from sqlalchemy.orm import Session
 
-from db._models import Annotation, Dataset, ExampleRow, Metric, MetricValue, Result, Run
+from db._models import Annotation, Dataset, ExampleRow, Judgment, Metric, MetricValue, Result, Run
 from db._values import FailureKind, unpack_logprobs
 
 # Result columns that can be sorted on besides metrics.
 # The hot paths below use Core tables, not ORM entities: building and running an ORM statement
 # costs several milliseconds of Python per query, more than SQLite needs to answer it.
-R, E, MV, M, A = (Result.__table__, ExampleRow.__table__, MetricValue.__table__, Metric.__table__,
-                  Annotation.__table__)
+R, E, MV, M, A, J = (Result.__table__, ExampleRow.__table__, MetricValue.__table__, Metric.__table__,
+                     Annotation.__table__, Judgment.__table__)
 
 # Result columns that can be sorted on besides metrics.
 SORT_COLUMNS = {
@@ -52,6 +52,7 @@ class ResultQuery:
     tag: Optional[str] = None
     failure: Optional[str] = None  # a db.FAILURE_KINDS name, "any" or "none"
     verdict: Optional[str] = None  # a db.VERDICTS value, "any" (reviewed) or "unreviewed"
+    judge: Optional[str] = None  # a JUDGE_FILTERS value: what a judge said of this run's answer against a baseline
     example_ids: Optional[tuple[int, ...]] = None
     sort: Optional[str] = None  # a metric name or a key of SORT_COLUMNS; default: dataset row order
     descending: bool = False
@@ -91,9 +92,25 @@ def contains_text(text: str, *columns):
     return or_(*[func.lower(func.coalesce(c, "")).like(pat, escape="\\") for c in columns])
 
 
+JUDGE_FILTERS = ("better", "worse", "tie", "judged", "unjudged")
+
+
 def _needs_rows(q: ResultQuery) -> bool:
     """Whether a filter needs columns of results/examples (not only metric_values)."""
-    return bool(q.text or q.category or q.tag or q.failure or q.verdict or q.example_ids is not None)
+    return bool(q.text or q.category or q.tag or q.failure or q.verdict or q.judge or q.example_ids is not None)
+
+
+def _judge_condition(kind: str):
+    """A judge's verdict on the result's answer against a baseline (pairwise, parsed): "better" when some judge
+    config's preference for it, averaged over the orders it judged, is above 0.5 against some baseline; "worse"
+    below; "tie" exactly 0.5; "judged" / "unjudged" whether any such judgment exists."""
+    judged = select(J.c.judge_key).where(J.c.candidate_id == R.c.run_id, J.c.example_id == R.c.example_id,
+                                         J.c.baseline_id.is_not(None), J.c.preference.is_not(None))
+    if kind in ("judged", "unjudged"):
+        return exists(judged) if kind == "judged" else not_(exists(judged))
+    mean = func.avg(J.c.preference)
+    having = {"better": mean > 0.5, "worse": mean < 0.5, "tie": mean == 0.5}[kind]
+    return exists(judged.group_by(J.c.judge_key, J.c.baseline_id).having(having))
 
 
 def _active_ranges(q: ResultQuery) -> list[MetricRange]:
@@ -149,6 +166,10 @@ def _apply_filters(stmt, q: ResultQuery, mids: dict[str, int], anchor, *, rows_j
             superseded = exists().where(later.c.run_id == A.c.run_id, later.c.example_id == A.c.example_id,
                                         later.c.reviewer == A.c.reviewer, later.c.id > A.c.id)
             stmt = stmt.where(reviewed.where(A.c.verdict == q.verdict, not_(superseded)))
+    if q.judge:
+        if q.judge not in JUDGE_FILTERS:
+            raise ValueError(f"judge filter is one of {JUDGE_FILTERS}, not {q.judge!r}")
+        stmt = stmt.where(_judge_condition(q.judge))
     if q.example_ids is not None:
         stmt = stmt.where(R.c.example_id.in_(list(q.example_ids)))
     return stmt

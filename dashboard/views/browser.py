@@ -91,6 +91,10 @@ def _snippet(s: Any) -> str:
 # ---------------------------------------------------------------- page
 
 
+JUDGE_WORDS = {None: "(all)", "better": "judge prefers this run's answer", "worse": "judge prefers the baseline's",
+               "tie": "judge calls it a tie", "judged": "judged", "unjudged": "not judged"}
+
+
 def _sidebar_filters(url: str, run_id: int, query: db.ResultQuery, metrics: list[str]) -> db.ResultQuery:
     """Draw the filter widgets (seeded from the link) and return the selection they describe."""
     sb = st.sidebar
@@ -104,6 +108,9 @@ def _sidebar_filters(url: str, run_id: int, query: db.ResultQuery, metrics: list
                            format_func=lambda f: {None: "(all)", "any": "any failure", "none": "no failure"}.get(f, f))
     verdict = sb.selectbox("Verdict", [None, *links.VERDICT_FILTERS], key="br_verdict", placeholder="(all)",
                            format_func=lambda v: {None: "(all)", "any": "any verdict (reviewed)"}.get(v, v))
+    judge = sb.selectbox("Judge", [None, *links.JUDGE_FILTERS], key="br_judge", placeholder="(all)",
+                         format_func=lambda j: JUDGE_WORDS.get(j, j),
+                         help="A judge's verdict on this run's answer against a baseline's (python -m evaluator judge)")
     range_metrics = sb.multiselect("Metric ranges", metrics, key="br_ranges")
     bounds = store.load_bounds(url, run_id, tuple(range_metrics)) if range_metrics else {}
     ranges = []
@@ -122,7 +129,7 @@ def _sidebar_filters(url: str, run_id: int, query: db.ResultQuery, metrics: list
                         format_func=lambda s: "dataset order" if s is None else SORT_EXTRA.get(s, s))
     desc = sb.toggle("Descending", key="br_desc")
     return query.replace(ranges=tuple(ranges), text=text or None, category=category, tag=tag.strip() or None,
-                         failure=failure, verdict=verdict, sort=sort, descending=bool(desc))
+                         failure=failure, verdict=verdict, judge=judge, sort=sort, descending=bool(desc))
 
 
 def _detail(url: str, run_id: int, example_id: int) -> None:
@@ -229,7 +236,7 @@ def _seed_widgets(url: str, p: dict[str, Any], linked: db.ResultQuery) -> None:
     seeds: dict[str, Any] = {
         "br_run": linked.run_id, "br_text": linked.text or "",
         "br_category": linked.category if linked.category in categories else None,
-        "br_tag": linked.tag or "", "br_failure": linked.failure, "br_verdict": linked.verdict,
+        "br_tag": linked.tag or "", "br_failure": linked.failure, "br_verdict": linked.verdict, "br_judge": linked.judge,
         "br_ranges": [r.metric for r in ranges],
         "br_sort": linked.sort if linked.sort in metrics or linked.sort in SORT_EXTRA else None,
         "br_desc": linked.descending,
