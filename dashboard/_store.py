@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import db
 from dashboard import _format as fmt
-from evaluator.judging import judge_agreement, judge_metric_disagreements, ratings, summarize
+from evaluator.judging import judge_agreement, judge_metric_disagreements, ratings, score_summary, summarize
 
 TTL_S = 20  # seconds a query result is reused: short, so a run being written shows up as it grows
 MAX_ENTRIES = 256  # per loader; each entry is at most one page of rows
@@ -359,6 +359,14 @@ def load_judge_metric_disagreements(url: str, run_id: int, metric: str, threshol
     rows = read(url, db.judged_metric_values, candidate_id=int(run_id), metric=metric)
     return pd.DataFrame(judge_metric_disagreements(rows, threshold=float(threshold),
                                                    higher_is_better=bool(higher_is_better)))
+
+
+@cached
+
+
+def load_ratings_of_run(url: str, run_id: int) -> pd.DataFrame:
+    """Single-answer grading of one run: one row per judge config (``evaluator.judging.score_summary``)."""
+    return pd.DataFrame(score_summary(read(url, db.judgments_of_pair, candidate_id=int(run_id), baseline_id=None)))
 
 
 @cached

@@ -427,9 +427,31 @@ def judgment_table(judged: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rating_table(ra: pd.DataFrame, rb: pd.DataFrame) -> pd.DataFrame:
+    """Single-answer ratings (1-10) of A and B side by side, one row per judge config that rated either."""
+    def cell(r) -> str:
+        if r is None or r["mean_score"] is None or pd.isna(r["mean_score"]):
+            return "–"
+        ci = "" if pd.isna(r["ci_low"]) else f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+        return f"{r['mean_score']:.2f}{ci} (n {int(r['n'])})"
+
+    keys = list(dict.fromkeys([*ra.get("judge_key", []), *rb.get("judge_key", [])]))
+    rows = []
+    for k in keys:
+        x = ra[ra["judge_key"] == k].iloc[0] if not ra.empty and k in set(ra["judge_key"]) else None
+        y = rb[rb["judge_key"] == k].iloc[0] if not rb.empty and k in set(rb["judge_key"]) else None
+        rows.append({"judge": (x if x is not None else y)["judge"], "A: mean rating (95% CI)": cell(x),
+                     "B: mean rating (95% CI)": cell(y)})
+    return pd.DataFrame(rows)
+
+
 def _judgments(url: str, a: int, b: int) -> None:
     judged = store.load_judgments(url, a, b)
     st.subheader("Preference judgments")
+    rated = rating_table(store.load_ratings_of_run(url, a), store.load_ratings_of_run(url, b))
+    if not rated.empty:
+        st.caption("Single-answer grading: each answer rated 1 to 10 on its own by the judge.")
+        st.dataframe(rated, hide_index=True, width="stretch")
     if judged.empty:
         st.caption(f"No judge has compared these runs. `python -m evaluator judge {a} --against {b} --judge SPEC` "
                    "asks one (docs/judging.md).")

@@ -137,3 +137,20 @@ def test_the_errors_page_lists_where_a_judge_and_the_metric_disagree(store_url, 
          "preference": 1.0, "value": 26.0}]
     assert "1 answer the judge prefers to the baseline's fail on bleu; 0 it finds worse pass (strongest preference "\
            "first)" in [t.value for t in at.text]
+
+
+def test_the_compare_page_shows_single_answer_ratings_of_a_and_b(store_url, monkeypatch):
+    engine = db.open_store(store_url)
+    seed = seed_minimal(engine)
+    cand, base, ids = seed["candidate"], seed["baseline"], seed["example_ids"]
+    with db.session_factory(engine).begin() as s:
+        db.add_judgments(session=s, judgments=[
+            dict(candidate_id=run, baseline_id=None, example_id=ids[k], order="ab", judge="rater", mode="single",
+                 judge_key="r" * 64, score=score) for run, k, score in ((cand, "k0", 8.0), (cand, "k1", 6.0),
+                                                                        (base, "k0", 3.0))])
+    engine.dispose()
+    at = _compare(store_url, monkeypatch, cand, base)
+    [table] = [d.value for d in at.dataframe if "A: mean rating (95% CI)" in d.value.columns]
+    [row] = table.to_dict("records")
+    assert row["judge"] == "rater" and row["A: mean rating (95% CI)"].startswith("7.00 [")
+    assert row["A: mean rating (95% CI)"].endswith("(n 2)") and row["B: mean rating (95% CI)"] == "3.00 (n 1)"
