@@ -1,4 +1,4 @@
-"""``python -m evaluator judge RUN --judge SPEC``: pairwise preference judgments of a run against its baselines."""
+"""``python -m evaluator judge RUN --judge SPEC``: preference judgments of a run against its baselines, or ratings."""
 from __future__ import annotations
 
 import argparse
@@ -27,7 +27,7 @@ the win rate, its CI, the length-controlled win rate and position consistency.
 
 def register(sub) -> None:
     p = sub.add_parser("judge", help="judge a run against its baselines with an LLM judge (pairwise preference)",
-                       description="Pairwise preference judgments of a candidate run against baseline runs.",
+                       description="Preference judgments of a candidate run against baseline runs (or ratings of its answers).",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", metavar="RUN", help="the candidate run (id or name)")
     p.add_argument("--against", action="append", metavar="RUN_B", help="a baseline run (default: the run's baselines)")
