@@ -92,7 +92,11 @@ def test_an_unparseable_reply_is_a_judge_failure_not_a_tie(capsys, store_url, se
     assert (j["n"], j["failures"], j["win_rate"], j["ties"]) == (0, 2 * N, None, 0)
 
 
-def test_judging_again_asks_nothing_and_a_changed_template_judges_anew(capsys, store_url, seeded, stub, tmp_path):
+def test_judging_again_asks_nothing_and_a_changed_template_judges_anew(capsys, any_store_url, stub, tmp_path):
+    store_url = any_store_url  # SQLite and PostgreSQL
+    engine = db.open_store(store_url)
+    seeded = seed_minimal(engine, n_examples=N)
+    engine.dispose()
     stub.reply = JUDGES["prefers_an_answer"]
     assert _judge(capsys, store_url, stub)[0] == 0
     code, out, _ = _judge(capsys, store_url, stub)
