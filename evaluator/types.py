@@ -67,6 +67,9 @@ class Generation:
     # the output_tokens metric is then not scored for this result.
     token_count: Optional[int] = None
     count_known: bool = True
+    # The most likely tokens at each generated position with their log-probabilities, when the backend was asked
+    # for them (an openai: judge with top_logprobs): what weights a judge's verdict.
+    top_logprobs: Optional[list[dict[str, float]]] = None
 
     @property
     def n_tokens(self) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,26 @@ def parse_score(reply: str) -> Optional[float]:
     return found[-1] if found and 1 <= found[-1] <= 10 else None
 
 
+def weighted_verdict(gen: Generation, order: str) -> Optional[tuple[float, dict[str, Optional[float]]]]:
+    """(the candidate's preference, the log-probabilities of A, B and C) weighted by the judge's probabilities at
+    its verdict, when the backend gave the most likely tokens there: at the last generated "A", "B" or "C" that
+    follows "[[", P(A), P(B) and P(C) are summed over the alternatives that read as each letter and normalised;
+    the preference is P(the candidate's letter) + P(C) / 2 (as AlpacaEval's weighted annotators do)."""
+    if not gen.top_logprobs or len(gen.top_logprobs) != len(gen.tokens):
+        return None
+    for i in range(len(gen.tokens) - 1, -1, -1):
+        if gen.tokens[i].strip() in ("A", "B", "C") and "".join(gen.tokens[:i]).rstrip().endswith("[["):
+            alternatives = {**gen.top_logprobs[i], gen.tokens[i]: gen.logprobs[i]} if gen.logprobs else gen.top_logprobs[i]
+            p = {x: sum(math.exp(lp) for t, lp in alternatives.items() if t.strip() == x) for x in "ABC"}
+            total = sum(p.values())
+            if total <= 0:
+                return None
+            share = {x: p[x] / total for x in "ABC"}
+            preference = share["A" if order == "ab" else "B"] + share["C"] / 2
+            return preference, {x: (math.log(p[x]) if p[x] > 0 else None) for x in "ABC"}
+    return None
+
+
 def _verdict_logprobs(gen: Generation, letter: Optional[str]) -> Optional[dict[str, Any]]:
     """The log-probability of the last generated token that carries the verdict letter, when the judge gave them."""
     if letter is None or not gen.logprobs or len(gen.tokens) != len(gen.logprobs):
@@ -169,6 +190,11 @@ def judge_pair(*, session_factory, backend, judge: str, candidate_id: int, basel
             error = None if (letter or score is not None) else (
                 "no [[1]] to [[10]] rating in the reply" if mode == "single"
                 else "no [[A]], [[B]] or [[C]] verdict in the reply")
+            logprobs = _verdict_logprobs(gen, letter)
+            weighted = weighted_verdict(gen, order) if letter else None
+            if weighted is not None:  # the judge's probabilities at its verdict, not only the letter it wrote
+                preference, by_letter = weighted
+                logprobs = {**by_letter, "weighted": True}
             if gen.prompt_truncated:  # the judge did not see all of the instructions, the conversation or an answer
                 preference = score = None
                 error = (f"the judging prompt did not fit the judge's context ({gen.prompt_tokens} tokens kept): it was "
@@ -176,8 +202,7 @@ def judge_pair(*, session_factory, backend, judge: str, candidate_id: int, basel
             run.failures += (score if mode == "single" else preference) is None
             rows.append(dict(candidate_id=candidate_id, baseline_id=baseline_id, example_id=item["example_id"],
                              order=order, judge=judge, mode=mode, judge_key=key, config=stored_config,
-                             preference=preference, score=score, verdict=letter,
-                             verdict_logprobs=_verdict_logprobs(gen, letter),
+                             preference=preference, score=score, verdict=letter, verdict_logprobs=logprobs,
                              reply=gen.text, error=error))
         with session_factory.begin() as s:
             run.stored += db.add_judgments(session=s, judgments=rows)

@@ -85,7 +85,7 @@ class OpenAIBackend:
     name = "openai"
 
     def __init__(self, model: str, *, base_url: Optional[str] = None, api_key_env: str = "OPENAI_API_KEY",
-                 concurrency: int = 8, request_timeout: float = 60.0, max_retries: int = 5):
+                 concurrency: int = 8, request_timeout: float = 60.0, max_retries: int = 5, top_logprobs: int = 0):
         import httpx
 
         if not model:
@@ -97,6 +97,7 @@ class OpenAIBackend:
         self.concurrency = max(1, int(concurrency))
         self.request_timeout = float(request_timeout)
         self.max_retries = max(0, int(max_retries))
+        self.top_logprobs = max(0, min(20, int(top_logprobs)))  # the API's limit is 20
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(api_key_env)
         if key:
@@ -125,6 +126,8 @@ class OpenAIBackend:
             body["repetition_penalty"] = settings.repetition_penalty
         if self._logprobs:
             body["logprobs"] = True
+            if self.top_logprobs:
+                body["top_logprobs"] = self.top_logprobs
         return body
 
     def _count(self, key: str, n: int = 1) -> None:
@@ -150,6 +153,9 @@ class OpenAIBackend:
         logprobs = [float(c["logprob"]) for c in content if isinstance(c, dict) and c.get("logprob") is not None]
         if len(logprobs) != len(tokens):
             tokens, logprobs = [], []
+        top = [{str(t.get("token", "")): float(t["logprob"]) for t in (c.get("top_logprobs") or [])
+                if isinstance(t, dict) and t.get("logprob") is not None} for c in content if isinstance(c, dict)]
+        top = top if tokens and len(top) == len(tokens) and any(top) else None
         if logprobs:
             self._count("with_logprobs")
         usage = data.get("usage") or {}
@@ -158,7 +164,7 @@ class OpenAIBackend:
         return Generation(text=text, token_ids=[], tokens=tokens, logprobs=logprobs,
                           finish_reason=_finish(choice.get("finish_reason")),
                           prompt_tokens=int(usage.get("prompt_tokens") or 0), latency_s=latency,
-                          token_count=count, count_known=count is not None)
+                          token_count=count, count_known=count is not None, top_logprobs=top)
 
     def _error(self, text: str, latency: float) -> Generation:
         self._count("errors")

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 BACKENDS = ("transformers", "unsloth")
 EXTERNAL = ("outputs", "openai")  # prefixes of a model spec that name a backend without weights
 # load_backend options used only by the openai backend (the others take the model-loading ones).
-API_OPTIONS = ("base_url", "api_key_env", "concurrency", "request_timeout", "max_retries")
+API_OPTIONS = ("base_url", "api_key_env", "concurrency", "request_timeout", "max_retries", "top_logprobs")
 
 
 def unsloth_available() -> bool:

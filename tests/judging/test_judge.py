@@ -3,6 +3,7 @@ contacted) with known behaviour, and the numbers that behaviour implies, asserte
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -207,3 +208,38 @@ def test_ratings_parse_from_the_last_mark_within_the_scale():
 
     assert parse_score("Rating: [[7]]") == 7.0 and parse_score("[[3]] then [[9.5]]") == 9.5
     assert parse_score("Rating: [[11]]") is None and parse_score("Rating: 7") is None
+
+
+def test_an_openai_judges_verdict_is_weighted_by_its_probabilities(capsys, store_url, seeded, stub):
+    stub.reply = lambda body: "The first one. [[ A ]]"  # always the first answer, with P(A) .7, P(B) .2, P(C) .1
+    stub.alternatives = {"A": math.log(0.7), "B": math.log(0.2), "C": math.log(0.1)}
+    code, out, _ = _judge(capsys, store_url, stub)
+    assert code == 0, out
+    assert all(b.get("top_logprobs") == 5 and b.get("logprobs") for b in stub.bodies)
+    engine = db.open_store(store_url)
+    with db.session_factory(engine)() as s:
+        rows = [r for r in db.judgments_of_pair(session=s, candidate_id=seeded["candidate"],
+                                                 baseline_id=seeded["baseline"]) if r["judge"] == "openai:stub-judge"]
+    engine.dispose()
+    # candidate first ("ab"): P(A) + P(C)/2 = 0.75; candidate second: P(B) + P(C)/2 = 0.25 (AlpacaEval's weighting)
+    assert sorted({(r["order"], round(r["preference"], 12)) for r in rows}) == [("ab", 0.75), ("ba", 0.25)]
+    assert {r["verdict"] for r in rows} == {"A"}
+    j = _summary(capsys, store_url)
+    assert j["win_rate"] == pytest.approx(50.0) and j["position_consistency"] == 0.0
+
+
+def test_weighting_needs_the_letter_after_the_brackets():
+    from evaluator.judging._judge import weighted_verdict
+    from evaluator.types import Generation
+
+    def gen(tokens, top):
+        return Generation(text="".join(tokens), token_ids=[], tokens=tokens, logprobs=[-0.1] * len(tokens),
+                          finish_reason="stop", top_logprobs=top)
+
+    top = [{}, {}, {"B": math.log(0.5), " B": math.log(0.25), "C": math.log(0.25)}, {}]
+    pref, lp = weighted_verdict(gen(["So", "[[", "B", "]]"], top), "ba")
+    # B and " B" both read as B: P(B) = exp(-0.1) merged with the alternatives, normalised with C
+    p_b = math.exp(-0.1) + 0.25
+    assert pref == pytest.approx((p_b + 0.25 / 2) / (p_b + 0.25)) and lp["A"] is None
+    assert weighted_verdict(gen(["B", "is", "better", "."], [{"B": 0.0}, {}, {}, {}]), "ab") is None
+    assert weighted_verdict(gen(["[[", "B", "]]"], None), "ab") is None

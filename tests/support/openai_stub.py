@@ -38,6 +38,7 @@ class ChatStub:
         self.models: Optional[list[str]] = None
         self.reply: Optional[Callable[[dict], str]] = None  # when set: the answer to every request body
         self.delay_s = 0.0  # added to every answer: a remote API's latency
+        self.alternatives: dict[str, float] = {}  # when top_logprobs are asked: these for a token in them
         self.lock = threading.Lock()
         stub = self
 
@@ -130,8 +131,13 @@ class ChatStub:
             finish = "stop" if len(words) == len(prompt.split()) + 1 else "length"
         choice = {"index": 0, "message": {"role": "assistant", "content": " ".join(words)}, "finish_reason": finish}
         if body.get("logprobs"):
-            choice["logprobs"] = {"content": [{"token": w, "logprob": -0.25 * (i + 1), "bytes": list(w.encode()),
-                                               "top_logprobs": []} for i, w in enumerate(words)]}
+            top = int(body.get("top_logprobs") or 0)
+            choice["logprobs"] = {"content": [
+                {"token": w, "logprob": self.alternatives.get(w, -0.25 * (i + 1)), "bytes": list(w.encode()),
+                 "top_logprobs": ([{"token": t, "logprob": lp, "bytes": list(t.encode())}
+                                   for t, lp in list(self.alternatives.items())[:top]]
+                                  if top and w in self.alternatives else [])}
+                for i, w in enumerate(words)]}
         self._send(handler, 200, {
             "id": "chatcmpl-test", "object": "chat.completion", "model": body.get("model"), "choices": [choice],
             "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(words),
