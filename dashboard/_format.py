@@ -42,17 +42,26 @@ def _is_baseline(runs: pd.DataFrame) -> pd.Series:
     return runs["baseline_for_id"].notna()
 
 
+def _baseline_map(runs: pd.DataFrame) -> dict[int, list[int]]:
+    """run id -> its baseline run ids, newest first, for every run of the frame (one pass: a page asks for many)."""
+    newest_first = runs.sort_values(["created_at", "id"], ascending=False)
+    rank = {int(i): n for n, i in enumerate(newest_first["id"])}
+    out: dict[int, list[int]] = {}
+    if "baselines" in runs:
+        for run_id, ids in zip(runs["id"], runs["baselines"]):
+            listed = ids if hasattr(ids, "__iter__") and not isinstance(ids, str) else []  # NaN: none
+            known = [int(i) for i in listed if int(i) in rank]
+            out[int(run_id)] = sorted(known, key=rank.__getitem__)
+    else:
+        for base, cand in zip(newest_first["id"], newest_first["baseline_for_id"]):
+            if pd.notna(cand):
+                out.setdefault(int(cand), []).append(int(base))
+    return out
+
+
 def _baselines(runs: pd.DataFrame, run_id: int) -> list[int]:
     """The baseline run ids of ``run_id``, newest first."""
-    if "baselines" in runs:
-        row = runs[runs["id"] == run_id]
-        if row.empty:
-            return []
-        ids = set(row.iloc[0]["baselines"] or [])
-        mine = runs[runs["id"].isin(ids)]
-    else:
-        mine = runs[runs["baseline_for_id"] == run_id]
-    return [int(i) for i in mine.sort_values(["created_at", "id"], ascending=False)["id"]]
+    return _baseline_map(runs).get(int(run_id), [])
 
 
 def default_run(runs: pd.DataFrame) -> Optional[int]:
@@ -82,8 +91,9 @@ def default_pair(runs: pd.DataFrame) -> tuple[Optional[int], Optional[int]]:
     if runs.empty:
         return None, None
     runs = runs.sort_values(["created_at", "id"], ascending=False)
+    baselines = _baseline_map(runs)
     for cand in runs[~_is_baseline(runs)]["id"]:
-        mine = _baselines(runs, int(cand))
+        mine = baselines.get(int(cand), [])
         if mine:
             return int(cand), mine[0]
     first = runs.iloc[0]
