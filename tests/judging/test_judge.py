@@ -243,3 +243,14 @@ def test_weighting_needs_the_letter_after_the_brackets():
     assert pref == pytest.approx((p_b + 0.25 / 2) / (p_b + 0.25)) and lp["A"] is None
     assert weighted_verdict(gen(["B", "is", "better", "."], [{"B": 0.0}, {}, {}, {}]), "ab") is None
     assert weighted_verdict(gen(["[[", "B", "]]"], None), "ab") is None
+
+
+def test_a_rate_limited_and_slow_judge_is_retried_and_asked_concurrently(capsys, store_url, seeded, stub):
+    stub.reply = JUDGES["prefers_an_answer"]
+    stub.limit_first = True  # 429 with Retry-After: 0 on the first request of every judging prompt
+    stub.delay_s = 0.2  # then a slow answer
+    code, out, _ = _judge(capsys, store_url, stub, "--concurrency", 4)
+    assert code == 0 and f"{2 * N} new judgments of {2 * N} asked, 0 without a verdict, 0 requests failed" in out
+    assert sorted(stub.requests.values()) == [2] * (2 * N)  # each prompt: refused once, answered once
+    assert 1 < stub.max_in_flight <= 4
+    assert _summary(capsys, store_url)["win_rate"] == 100.0

@@ -39,6 +39,7 @@ class ChatStub:
         self.reply: Optional[Callable[[dict], str]] = None  # when set: the answer to every request body
         self.delay_s = 0.0  # added to every answer: a remote API's latency
         self.alternatives: dict[str, float] = {}  # when top_logprobs are asked: these for a token in them
+        self.limit_first = False  # when set: the first request of every prompt gets 429 (Retry-After: 0)
         self.lock = threading.Lock()
         stub = self
 
@@ -119,6 +120,8 @@ class ChatStub:
             time.sleep(STALL_S)
         if marker == "#slow":
             time.sleep(0.3)
+        if self.limit_first and n == 1:
+            return self._send(handler, 429, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
         if self.delay_s:
             time.sleep(self.delay_s)
         text = self.reply(body) if self.reply is not None else None
