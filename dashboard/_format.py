@@ -8,7 +8,7 @@ import difflib
 import math
 import re
 from collections import Counter
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import pandas as pd
 
@@ -240,3 +240,16 @@ def run_label(runs: pd.DataFrame) -> Callable[[Any], str]:
         day = pd.Timestamp(r.created_at).strftime("%Y-%m-%d") if pd.notna(r.created_at) else ""
         return f"#{r.id} {r.name} · {source_label(r.dataset)}/{r.split} · {day}"
     return label
+
+
+def verdict_words(j: Mapping[str, Any], a: int, names: tuple[str, str] = ("A", "B")) -> str:
+    """One pairwise judgment in words, from run ``a``'s side (``names[0]``; the other run is ``names[1]``): which
+    answer the judge saw first and which it preferred."""
+    cand_is_a = int(j["candidate_id"]) == a
+    first = names[0] if (j["order"] == "ab") == cand_is_a else names[1]
+    p = j["preference"]
+    if p is None or (isinstance(p, float) and math.isnan(p)):
+        return f"{first} shown first · no verdict ({j['error'] or 'unparsed'})"
+    p_a = p if cand_is_a else 1 - p
+    verdict = "a tie" if p_a == 0.5 else f"prefers {names[0] if p_a > 0.5 else names[1]}"
+    return f"{first} shown first · {verdict}"

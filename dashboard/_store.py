@@ -372,6 +372,14 @@ def load_ratings_of_run(url: str, run_id: int) -> pd.DataFrame:
 @cached
 
 
+def load_run_example_judgments(url: str, run_id: int, example_id: int) -> pd.DataFrame:
+    """db.judgments_of_run_example: every judgment of this example that this run took part in."""
+    return pd.DataFrame(read(url, db.judgments_of_run_example, run_id=int(run_id), example_id=int(example_id)))
+
+
+@cached
+
+
 def load_grid(url: str, run_a: int, run_b: int, metric: str, bins: int = 60) -> dict[str, Any]:
     g = read(url, db.paired_grid, run_a_id=int(run_a), run_b_id=int(run_b), metric=metric, bins=bins)
     g["cells"] = pd.DataFrame(g["cells"], columns=["value_a", "value_b", "examples"])

@@ -163,3 +163,14 @@ def judged_metric_values(*, session: Session, candidate_id: int, metric: str) ->
             .where(Judgment.candidate_id == candidate_id, Judgment.baseline_id.is_not(None))
             .order_by(Judgment.judge_key, Judgment.baseline_id, Judgment.example_id, Judgment.order))
     return [dict(r._mapping) for r in session.execute(stmt)]
+
+
+def judgments_of_run_example(*, session: Session, run_id: int, example_id: int) -> list[dict[str, Any]]:
+    """Every judgment of one example in which ``run_id`` took part (candidate or baseline): candidate_id,
+    baseline_id, judge, mode, order, verdict, preference, score, reply, error; by judge, baseline, order."""
+    stmt = (select(Judgment.candidate_id, Judgment.baseline_id, Judgment.judge, Judgment.mode, Judgment.order,
+                   Judgment.verdict, Judgment.preference, Judgment.score, Judgment.reply, Judgment.error)
+            .where(Judgment.example_id == example_id,
+                   (Judgment.candidate_id == run_id) | (Judgment.baseline_id == run_id))
+            .order_by(Judgment.judge, Judgment.judge_key, Judgment.baseline_key, Judgment.order))
+    return [dict(r._mapping) for r in session.execute(stmt)]

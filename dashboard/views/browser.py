@@ -132,6 +132,35 @@ def _sidebar_filters(url: str, run_id: int, query: db.ResultQuery, metrics: list
                          failure=failure, verdict=verdict, judge=judge, sort=sort, descending=bool(desc))
 
 
+def _verdicts(url: str, run_id: int, example_id: int) -> None:
+    """The reviewers' verdicts on this example of this run, then the judges'."""
+    ann = store.load_annotations(url, run_id, example_id)
+    st.markdown("#### Verdicts")
+    if ann.empty:
+        st.caption("Not reviewed yet.")
+    else:
+        st.dataframe(ann, hide_index=True, width="stretch")
+    _judges(url, run_id, example_id)
+
+
+def _judges(url: str, run_id: int, example_id: int) -> None:
+    """Every judge's verdict on this example that involved this run (this run is A), each reply as text."""
+    judged = store.load_run_example_judgments(url, run_id, example_id)
+    if judged.empty:
+        return
+    st.markdown("#### Judges")
+    for _, j in judged.iterrows():
+        if j["mode"] == "single":
+            rating = "no rating" if pd.isna(j["score"]) else f"rated {j['score']:g} of 10"
+            title = f"{j['judge']} (single): {rating}"
+        else:
+            other = j["baseline_id"] if int(j["candidate_id"]) == run_id else j["candidate_id"]
+            words = fmt.verdict_words(j, run_id, ("this run", f"run #{int(other)}"))
+            title = f"{j['judge']} ({j['mode']}) against run #{int(other)}: {words}"
+        with st.expander(title):
+            st.code(j["reply"] or "(empty reply)", language=None, wrap_lines=True)
+
+
 def _detail(url: str, run_id: int, example_id: int) -> None:
     d = store.load_detail(url, run_id, example_id)
     if d is None:
@@ -203,12 +232,7 @@ def _detail(url: str, run_id: int, example_id: int) -> None:
                    "(red: unsure, green: confident). · is a space, ⏎ a newline.")
         st.altair_chart(_token_chart(tf), width="stretch")
 
-    ann = store.load_annotations(url, run_id, example_id)
-    st.markdown("#### Verdicts")
-    if ann.empty:
-        st.caption("Not reviewed yet.")
-    else:
-        st.dataframe(ann, hide_index=True, width="stretch")
+    _verdicts(url, run_id, example_id)
     if d["metadata"]:
         with st.expander("Metadata"):
             st.json(d["metadata"])

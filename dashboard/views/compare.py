@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import altair as alt
 import pandas as pd
@@ -489,25 +489,13 @@ def _example(url: str, a: int, b: int, example_id: int) -> None:
     _example_judgments(url, a, b, example_id)
 
 
-def verdict_words(j: Mapping[str, Any], a: int) -> str:
-    """One judgment in words, for A against B: which answer the judge saw first and which it preferred."""
-    cand_is_a = int(j["candidate_id"]) == a
-    first = "A" if (j["order"] == "ab") == cand_is_a else "B"
-    p = j["preference"]
-    if p is None or (isinstance(p, float) and math.isnan(p)):
-        return f"{first} shown first · no verdict ({j['error'] or 'unparsed'})"
-    p_a = p if cand_is_a else 1 - p
-    verdict = "a tie" if p_a == 0.5 else ("prefers A" if p_a > 0.5 else "prefers B")
-    return f"{first} shown first · {verdict}"
-
-
 def _example_judgments(url: str, a: int, b: int, example_id: int) -> None:
     judged = store.load_example_judgments(url, a, b, example_id)
     if judged.empty:
         return
     st.text("judges")
     for _, j in judged.iterrows():
-        with st.expander(f"{j['judge']} ({j['mode']}): {verdict_words(j, a)}"):
+        with st.expander(f"{j['judge']} ({j['mode']}): {fmt.verdict_words(j, a)}"):
             st.code(j["reply"] or "(empty reply)", language=None, wrap_lines=True)
 
 

@@ -154,3 +154,25 @@ def test_the_compare_page_shows_single_answer_ratings_of_a_and_b(store_url, monk
     [row] = table.to_dict("records")
     assert row["judge"] == "rater" and row["A: mean rating (95% CI)"].startswith("7.00 [")
     assert row["A: mean rating (95% CI)"].endswith("(n 2)") and row["B: mean rating (95% CI)"] == "3.00 (n 1)"
+
+
+def test_the_browsers_example_detail_lists_the_judges_verdicts_on_it(store_url, monkeypatch):
+    engine = db.open_store(store_url)
+    seed = seed_minimal(engine)  # tiny-judge: the candidate shown first and preferred on k1, reply "[[A]] é"
+    cand, base, ex = seed["candidate"], seed["baseline"], seed["example_ids"]["k1"]
+    with db.session_factory(engine).begin() as s:
+        db.add_judgments(session=s, judgments=[dict(candidate_id=cand, baseline_id=None, example_id=ex, order="ab",
+                                                    judge="rater", mode="single", judge_key="r" * 64, score=7.0,
+                                                    reply="Rating: [[7]]")])
+    engine.dispose()
+    monkeypatch.setenv("EVAL_DB_URL", store_url)
+    for run, expected in {cand: ["rater (single): rated 7 of 10",
+                                 f"tiny-judge (pairwise) against run #{base}: this run shown first · prefers this run"],
+                          base: [f"tiny-judge (pairwise) against run #{cand}: run #{cand} shown first · prefers run "
+                                 f"#{cand}"]}.items():
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        at.switch_page("views/browser.py")
+        at.query_params = {"run": str(run), "ex": str(ex)}
+        at.run()
+        assert not at.exception, at.exception
+        assert [e.label for e in at.expander if "(" in e.label and "Metadata" not in e.label] == expected
