@@ -346,7 +346,8 @@ def load_ratings(url: str, dataset_id: int) -> dict[str, pd.DataFrame]:
     judgments = read(url, db.judgments_on_dataset, dataset_id=int(dataset_id))
     if not judgments:
         return {}
-    names = {int(r["id"]): f"#{r['id']} {r['name']}" for r in read(url, db.run_index)}
+    index = load_run_index(url)
+    names = {int(i): f"#{i} {n}" for i, n in zip(index["id"], index["name"])}
     return ratings(judgments, names)
 
 

@@ -21,7 +21,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "UserError",
     ),
     "db._judgments": (
-        "add_judgments", "judge_key", "judged_keys", "judged_metric_values", "judged_pairs", "judging_inputs", "judgments_of_candidate", "judgments_of_example", "judgments_of_pair", "judgments_of_run_example",
+        "add_judgments", "judge_key", "judged_keys", "judged_metric_values", "judging_inputs", "judgments_of_candidate", "judgments_of_example", "judgments_of_pair", "judgments_of_run_example",
         "judgments_on_dataset",
     ),
     "db._lease": (

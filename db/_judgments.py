@@ -88,17 +88,6 @@ def judgments_of_pair(*, session: Session, candidate_id: int, baseline_id: Optio
     return out
 
 
-def judged_pairs(*, session: Session) -> list[dict[str, Any]]:
-    """Every (candidate, baseline, judge) with judgments, and the two runs' names: for ratings across versions."""
-    stmt = (select(Judgment.candidate_id, Judgment.baseline_id, Judgment.judge, Judgment.mode,
-                   func.count().label("n"))
-            .group_by(Judgment.candidate_id, Judgment.baseline_id, Judgment.judge, Judgment.mode)
-            .order_by(Judgment.candidate_id, Judgment.baseline_id))
-    names = dict(session.execute(select(Run.id, Run.name)).all())
-    return [dict(r._mapping, candidate=names.get(r.candidate_id), baseline=names.get(r.baseline_id))
-            for r in session.execute(stmt)]
-
-
 def judging_inputs(*, session: Session, candidate_id: int, baseline_id: Optional[int]) -> list[dict[str, Any]]:
     """What a judge reads, one entry per example both runs answered without an error (the candidate alone when
     ``baseline_id`` is None): example_id, messages, reference, candidate_output, baseline_output; by example."""

@@ -22,7 +22,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import yaml
 
@@ -162,7 +162,7 @@ class JudgeRun:
 def judge_pair(*, session_factory, backend, judge: str, candidate_id: int, baseline_id: Optional[int],
                mode: str = "pairwise",
                template: Optional[Template] = None, settings: Optional[GenerationSettings] = None,
-               progress: bool = False, on_stored: Optional[Callable[[int], None]] = None) -> JudgeRun:
+               progress: bool = False) -> JudgeRun:
     """Judge ``candidate_id`` against ``baseline_id`` in both orders with ``backend``; see the module docstring."""
     template = template or Template.load(None, mode)
     settings = settings or GenerationSettings(max_new_tokens=512)
@@ -206,8 +206,6 @@ def judge_pair(*, session_factory, backend, judge: str, candidate_id: int, basel
                              reply=gen.text, error=error))
         with session_factory.begin() as s:
             run.stored += db.add_judgments(session=s, judgments=rows)
-        if on_stored:
-            on_stored(run.stored)
 
     if todo:
         backend.generate([template.messages(item, order) for item, order in todo], settings, on_batch=store,

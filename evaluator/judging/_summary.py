@@ -34,6 +34,14 @@ def example_preferences(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any
     return out
 
 
+def _per_pair(rows: Iterable[Mapping[str, Any]]) -> list[tuple[list[Mapping[str, Any]], list[dict[str, Any]]]]:
+    """Judgments grouped by judge config and pair of runs, each group with its ``example_preferences``."""
+    groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["judge_key"], r.get("candidate_id"), r["baseline_id"])].append(r)
+    return [(group, example_preferences(group)) for group in groups.values()]
+
+
 def summarize(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """``db.judgments_of_pair`` rows -> one dict per judge config with judge, mode, judge_key, n (examples with
     a preference), wins, ties, losses, win_rate, standard_error, ci_low, ci_high (percent), position_consistency,
@@ -80,17 +88,14 @@ def judge_agreement(judgments: Iterable[Mapping[str, Any]], verdicts: Iterable[M
     judge_key, baseline_id, and ``evaluator.judging.judge_human_agreement``'s n, kappa, confusion,
     judge_passes_human_fails; only judges that share an example with the reviewers."""
     human = human_pass_fail(verdicts)
-    groups: dict[tuple[str, Any], list[Mapping[str, Any]]] = defaultdict(list)
-    for j in judgments:
-        groups[(j["judge_key"], j["baseline_id"])].append(j)
     out = []
-    for (key, baseline), rows in groups.items():
-        pairs = [(e["preference"] > 0.5, human[e["example_id"]]) for e in example_preferences(rows)
+    for rows, examples in _per_pair(judgments):
+        pairs = [(e["preference"] > 0.5, human[e["example_id"]]) for e in examples
                  if e["preference"] is not None and e["example_id"] in human]
         if pairs:
             agreement = judge_human_agreement([p for p, _ in pairs], [h for _, h in pairs])
-            out.append({"judge": rows[0]["judge"], "mode": rows[0]["mode"], "judge_key": key, "baseline_id": baseline,
-                        **agreement})
+            out.append({"judge": rows[0]["judge"], "mode": rows[0]["mode"], "judge_key": rows[0]["judge_key"],
+                        "baseline_id": rows[0]["baseline_id"], **agreement})
     return sorted(out, key=lambda a: (a["judge"], a["baseline_id"] or 0))
 
 
@@ -103,11 +108,8 @@ def ratings(judgments: Iterable[Mapping[str, Any]], names: Mapping[int, str]) ->
         by_judge[j["judge"]].append(j)
     out = {}
     for judge, rows in sorted(by_judge.items()):
-        pairs = defaultdict(list)
-        for r in rows:
-            pairs[(r["judge_key"], r["candidate_id"], r["baseline_id"])].append(r)
-        games = [(str(c), str(b), e["preference"]) for (_, c, b), group in pairs.items()
-                 for e in example_preferences(group) if e["preference"] is not None]
+        games = [(str(group[0]["candidate_id"]), str(group[0]["baseline_id"]), e["preference"])
+                 for group, examples in _per_pair(rows) for e in examples if e["preference"] is not None]
         if len({m for c, b, _ in games for m in (c, b)}) < 2:
             continue
         table = bradley_terry(games)
@@ -139,14 +141,12 @@ def judge_metric_disagreements(rows: Iterable[Mapping[str, Any]], *, threshold: 
     candidate's answer: the judge prefers it to the baseline's (combined preference above 0.5) while the metric
     fails it, or prefers the baseline's (below 0.5) while the metric passes it. Ties and examples without a value
     are left out. Each item: judge, baseline_id, example_id, preference, value, judge_says ("better"/"worse")."""
-    groups: dict[tuple[str, Any], list[Mapping[str, Any]]] = defaultdict(list)
-    values: dict[int, Optional[float]] = {}
-    for r in rows:
-        groups[(r["judge_key"], r["baseline_id"])].append(r)
-        values[int(r["example_id"])] = r["value"]
+    rows = list(rows)
+    values = {int(r["example_id"]): r["value"] for r in rows}
     out = []
-    for (_, baseline), group in groups.items():
-        for e in example_preferences(group):
+    for group, examples in _per_pair(rows):
+        baseline = group[0]["baseline_id"]
+        for e in examples:
             p, v = e["preference"], values.get(int(e["example_id"]))
             if p is None or p == 0.5 or v is None:
                 continue
