@@ -31,9 +31,10 @@ def test_win_rate_counts_a_tie_half_and_reports_the_standard_error():
     # mean (1 + 0 + 0.5 + 1) / 4 = 0.625; squared deviations 0.140625 + 0.390625 + 0.015625 + 0.140625
     # = 0.6875, / 3 = 0.229167, sd 0.478714, / sqrt(4) = 0.239357
     assert (r["n"], r["wins"], r["ties"], r["losses"], r["failures"]) == (4, 2, 1, 1, 1)
-    assert r["win_rate"] == pytest.approx(62.5, abs=1e-12)
+    assert r["win_rate"] == pytest.approx(62.5, abs=1e-12)  # a mean of quarters: exact in binary
     assert r["standard_error"] == pytest.approx(23.9357, abs=1e-4)
     _, low, high = mean_ci([1, 0, 0.5, 1])
+    # the same seeded resamples of the same four values through the same code: identical on any CPU
     assert (r["ci_low"], r["ci_high"]) == pytest.approx((100 * low, 100 * high), abs=1e-12)
     assert r["ci_low"] <= r["win_rate"] <= r["ci_high"]
 
