@@ -54,7 +54,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "saved_views", "verdict_summaries",
     ),
     "db._query_runs": (
-        "REUSE_CONFIG_KEYS", "REUSE_REPRO_KEYS", "baseline_links", "baselines_of", "done_example_ids",
+        "REUSE_CONFIG_KEYS", "REUSE_REPRO_KEYS", "baseline_links", "baselines_of", "conversation_answers",
+        "done_example_ids",
         "find_reusable_run", "export_rows", "find_run", "get_run", "list_runs", "rejected_rows",
         "run_aggregates", "stored_comparisons",
     ),

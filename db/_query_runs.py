@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
@@ -112,12 +112,12 @@ def _overall_aggregates(session: Session, ids: list[int]) -> dict[int, dict[str,
 
 
 def get_run(*, session: Session, run_id: int) -> Optional[dict[str, Any]]:
-    row = session.execute(select(Run, Dataset.name, Dataset.split, Dataset.source, Dataset.fingerprint)
+    row = session.execute(select(Run, Dataset.name, Dataset.split, Dataset.source, Dataset.fingerprint, Dataset.turns)
                           .join(Dataset, Dataset.id == Run.dataset_id).where(Run.id == run_id)).first()
     if row is None:
         return None
     d = _run_dict(row[0])
-    d.update(dataset=row[1], split=row[2], dataset_source=row[3], dataset_fingerprint=row[4])
+    d.update(dataset=row[1], split=row[2], dataset_source=row[3], dataset_fingerprint=row[4], turns=row[5])
     return d
 
 
@@ -205,6 +205,21 @@ def rejected_rows(*, session: Session, run_id: int) -> list[dict[str, Any]]:
 def done_example_ids(*, session: Session, run_id: int) -> set[int]:
     """Examples that already have a committed result in the run (``--resume`` skips them)."""
     return set(session.scalars(select(Result.example_id).where(Result.run_id == run_id)))
+
+
+def conversation_answers(*, session: Session, run_id: int,
+                         conversation_ids: Optional[Iterable[str]] = None) -> dict[tuple[str, int], Optional[str]]:
+    """(conversation_id, turn_index) -> the run's output there (None where generation failed): the history a
+    ``rollout`` run's later turns were answered after. All of the run's conversations, or those given."""
+    stmt = (select(ExampleRow.conversation_id, ExampleRow.turn_index, Result.output, Result.finish_reason)
+            .join(ExampleRow, ExampleRow.id == Result.example_id).where(Result.run_id == run_id))
+    wanted = None if conversation_ids is None else sorted(set(conversation_ids))
+    out: dict[tuple[str, int], Optional[str]] = {}
+    for part in ([None] if wanted is None else [wanted[i:i + 500] for i in range(0, len(wanted), 500)]):
+        rows = session.execute(stmt if part is None else stmt.where(ExampleRow.conversation_id.in_(part)))
+        for conv, turn, output, finish in rows:
+            out[(conv, turn)] = None if finish == "error" else output
+    return out
 
 
 def export_rows(*, session: Session, run_id: int, chunk: int = 1000) -> Iterator[dict[str, Any]]:

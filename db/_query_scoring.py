@@ -15,14 +15,14 @@ def scoring_inputs(*, session: Session, run_id: int, with_logprobs: bool = False
                    with_messages: bool = False) -> list[dict[str, Any]]:
     """One dict per result of the run, ordered by result id: result_id, example_id, key, output,
     output_tokens, finish_reason, failures, error, ref_nll, ref_tokens, reference, category, tags,
-    and ``logprobs`` (list of floats) / ``messages`` when asked for."""
+    and ``logprobs`` (list of floats) / ``messages`` (with conversation_id and turn_index) when asked for."""
     cols = [Result.id, Result.example_id, ExampleRow.key, Result.output, Result.output_tokens, Result.finish_reason,
             Result.failures, Result.error, Result.ref_nll, Result.ref_tokens, ExampleRow.reference,
             ExampleRow.category, ExampleRow.tags]
     if with_logprobs:
         cols.append(Result.token_logprobs)
     if with_messages:
-        cols.append(ExampleRow.messages)
+        cols += [ExampleRow.messages, ExampleRow.conversation_id, ExampleRow.turn_index]
     stmt = (select(*cols).join(ExampleRow, ExampleRow.id == Result.example_id)
             .where(Result.run_id == run_id).order_by(Result.id))
     keys = ("result_id", "example_id", "key", "output", "output_tokens", "finish_reason", "failures", "error",
@@ -37,6 +37,7 @@ def scoring_inputs(*, session: Session, run_id: int, with_logprobs: bool = False
             d["logprobs"] = unpack_logprobs(rest.pop(0))
         if with_messages:
             d["messages"] = list(rest.pop(0) or [])
+            d["conversation_id"], d["turn_index"] = rest
         out.append(d)
     return out
 

@@ -43,7 +43,7 @@ from db import FailureKind
 from evaluator import _distributed, _repro
 from evaluator._lease import WriterLease, signal_name, stop_signals
 from evaluator.config import OPERATIONAL_KEYS, ConfigError, RunConfig, build_config
-from evaluator.data import load_examples
+from evaluator.data import load_examples, rolled_out
 from evaluator.errors import UserError
 from evaluator.models import (
     check_models,
@@ -242,7 +242,8 @@ class _Evaluation:
         self.generated = 0
         self.output_tokens = 0
 
-    def _reference_logprobs(self, exs: list[Example], gens: list[Generation]) -> list[Optional[list[float]]]:
+    def _reference_logprobs(self, exs: list[Example], gens: list[Generation],
+                            prompts: list[list[dict[str, str]]]) -> list[Optional[list[float]]]:
         out: list[Optional[list[float]]] = [None] * len(exs)
         if not self.perplexity:
             return out
@@ -250,7 +251,7 @@ class _Evaluation:
         if not want:
             return out
         try:
-            lps = self.backend.reference_logprobs([exs[i].messages for i in want], [exs[i].reference for i in want])
+            lps = self.backend.reference_logprobs([prompts[i] for i in want], [exs[i].reference for i in want])
         except ModuleNotFoundError as exc:  # teacher forcing not available in this install
             log.warning("reference log-probs unavailable (%s); perplexity is not computed for this run", exc)
             self.perplexity = False
@@ -264,9 +265,11 @@ class _Evaluation:
             out[i] = list(lp)
         return out
 
-    def commit_batch(self, exs: list[Example], ids: list[int], gens: list[Generation]) -> None:
-
-        ref_lps = self._reference_logprobs(exs, gens)
+    def commit_batch(self, exs: list[Example], ids: list[int], gens: list[Generation],
+                     prompts: Optional[list[list[dict[str, str]]]] = None) -> None:
+        """Score one batch and insert it in one transaction; ``prompts`` are what the model was given (a rollout's
+        own history), the examples' messages when None."""
+        ref_lps = self._reference_logprobs(exs, gens, prompts or [e.messages for e in exs])
         samples = [
             Sample(output=g.text, reference=e.reference, output_logprobs=list(g.logprobs),
                    output_tokens=g.n_tokens, reference_logprobs=lp, finish_reason=g.finish_reason,
@@ -293,14 +296,57 @@ class _Evaluation:
         self.generated += len(rows)
 
     def run(self) -> None:
-        settings = self.config.generation_settings()
+        if self.config.turns == "rollout":
+            self._rollout()
+        else:
+            self._generate(list(range(len(self.examples))), [e.messages for e in self.examples])
+
+    def _generate(self, which: list[int], prompts: list[list[dict[str, str]]],
+                  answered: Optional[Callable[[Example, Generation], None]] = None) -> None:
+        """Generate ``prompts`` for ``self.examples[i]``, i in ``which``, committing each backend batch."""
 
         def on_batch(indices: list[int], gens: list[Generation]) -> None:
-            self.commit_batch([self.examples[i] for i in indices], [self.ids[i] for i in indices], gens)
+            exs = [self.examples[which[i]] for i in indices]
+            self.commit_batch(exs, [self.ids[which[i]] for i in indices], gens, [prompts[i] for i in indices])
+            if answered is not None:
+                for e, g in zip(exs, gens):
+                    answered(e, g)
 
-        extra = {"keys": [e.key for e in self.examples]} if getattr(self.backend, "uses_example_keys", False) else {}
-        self.backend.generate([e.messages for e in self.examples], settings, on_batch=on_batch,
-                              progress=self.progress, **extra)
+        keys = [self.examples[i].key for i in which]
+        extra = {"keys": keys} if getattr(self.backend, "uses_example_keys", False) else {}
+        self.backend.generate(prompts, self.config.generation_settings(), on_batch=on_batch, progress=self.progress,
+                              **extra)
+
+    def _rollout(self) -> None:
+        """``--turns rollout``: every conversation's turn t after its turns 0..t-1, each answered after the
+        model's own earlier answers (this invocation's, or those a resumed run committed before). A turn whose
+        history failed is committed as an error saying which turn, without asking the model."""
+        with self.sf() as session:
+            answers = db.conversation_answers(session=session, run_id=self.run_id,
+                                              conversation_ids={e.conversation_id for e in self.examples})
+
+        def answered(e: Example, g: Generation) -> None:
+            answers[(e.conversation_id, e.turn_index)] = None if g.finish_reason == "error" else g.text
+
+        for turn in sorted({e.turn_index for e in self.examples}):
+            ready, prompts, broken = [], [], []
+            for i, e in enumerate(self.examples):
+                if e.turn_index != turn:
+                    continue
+                history = [answers.get((e.conversation_id, t)) for t in range(turn)]
+                missing = [t for t, a in enumerate(history) if a is None]
+                if missing:
+                    broken.append((i, missing[0]))
+                else:
+                    ready.append(i)
+                    prompts.append(rolled_out(e.messages, history))
+            if broken:
+                gens = [Generation(text="", token_ids=[], tokens=[], logprobs=[], finish_reason="error",
+                                   error=f"turn {t} of this conversation has no answer to stand as its history")
+                        for _, t in broken]
+                self.commit_batch([self.examples[i] for i, _ in broken], [self.ids[i] for i, _ in broken], gens)
+            if ready:
+                self._generate(ready, prompts, answered)
 
 
 def _default_loader(model: str, adapter: Optional[str], **kwargs: Any):
@@ -446,6 +492,15 @@ def _close_run(*, sf, run_id: int, reports: list[_ShardReport], fresh: bool) -> 
     return None
 
 
+def conversation_shard(pending: list[int], conversation_of: Mapping[int, str], rank: int,
+                       world_size: int) -> list[int]:
+    """The pending example ids ``rank`` evaluates in a rollout: whole conversations (every ``world_size``-th of
+    their sorted ids), so that one process answers a conversation's turns in order."""
+    convs = _distributed.shard(sorted({conversation_of[i] for i in pending}), rank, world_size)
+    mine = set(convs)
+    return [i for i in pending if conversation_of[i] in mine]
+
+
 def _stored_progress(sf, run_id: int) -> tuple[int, dict[str, int]]:
     """(results committed, failure-kind counts) of the whole run, resumed parts included."""
     with sf() as session:
@@ -478,6 +533,9 @@ def _evaluate_model(*, ctx, sf, config: RunConfig, dataset_id: int, examples: li
     # stays what the user set); local models are split over the ranks.
     if ident.external:
         mine = plan.pending if ctx.is_main else []
+    elif config.turns == "rollout":  # a conversation's turns stay on one rank, which answers them in order
+        mine = conversation_shard(plan.pending, {i: e.conversation_id for i, e in zip(ids, examples)},
+                                  ctx.rank, ctx.world_size)
     else:
         mine = _distributed.shard(plan.pending, ctx.rank, ctx.world_size)
     if ctx.parallel:

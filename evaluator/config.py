@@ -61,7 +61,7 @@ class RunConfig(BaseModel):
     dataset: str = Field(description="dataset file, directory or hub id")
     split: str = "test"
     format: str = "auto"
-    turns: Literal["last", "all"] = "last"
+    turns: Literal["last", "all", "rollout"] = "last"
     limit: Optional[PositiveInt] = None
     fields: Optional[dict[str, str]] = Field(None, description="role -> column mapping for the data loader")
     # comparison

@@ -75,7 +75,9 @@ def register(sub) -> None:
     g.add_argument("--dataset", metavar="PATH_OR_HUB_ID", help="JSON/JSONL/CSV/Parquet file, dir, or hub id")
     g.add_argument("--split", help="split (default: test)")
     g.add_argument("--format", help="auto (default), or a format name of the data loader")
-    g.add_argument("--turns", choices=["last", "all"], help="evaluate the last assistant turn (default) or all")
+    g.add_argument("--turns", choices=["last", "all", "rollout"],
+                   help="evaluate the last assistant turn (default), all of them after the dataset's history, or "
+                        "rollout: every user turn, after the model's own earlier answers")
     g.add_argument("--limit", type=int, metavar="N", help="first N rows only")
     g.add_argument("--field", action="append", metavar="ROLE=COLUMN", help="column for a role (repeatable)")
     g = p.add_argument_group("model loading")

@@ -13,6 +13,7 @@ import sys
 from typing import Any, Optional
 
 import db
+from evaluator.data import rollout_prompts
 from evaluator.models import load_backend
 from evaluator.scoring import (
     compare_runs,
@@ -120,6 +121,10 @@ def score_run(*, session_factory, run_id: int, metric_names: Optional[list[str]]
         stored = db.run_metric_values(session=session, run_id=run_id, names=[s.name for s in specs])
     samples = stored_samples(rows)
     messages = {r["result_id"]: r.get("messages") or [] for r in rows}
+    if explicit_ppl and run["turns"] == "rollout":  # the model was given its own earlier answers
+        with session_factory() as session:
+            answers = db.conversation_answers(session=session, run_id=run_id)
+        messages = {r["result_id"]: p for r, p in zip(rows, rollout_prompts(rows, answers))}
 
     # Perplexity reads the stored reference NLL; results without one need the model.
     ppl = next((sp for sp in specs if sp.name == "perplexity"), None)

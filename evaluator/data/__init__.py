@@ -9,6 +9,7 @@ from evaluator.data._errors import DataError
 from evaluator.data._formats import FIELD_ROLES, FORMATS
 from evaluator.data._keys import KeyAllocator, example_key
 from evaluator.data._load import LoadResult, load_examples
-from evaluator.data._turns import TURNS
+from evaluator.data._turns import TURNS, rolled_out, rollout_prompts
 
-__all__ = ["load_examples", "LoadResult", "DataError", "FORMATS", "TURNS", "FIELD_ROLES", "example_key", "KeyAllocator"]
+__all__ = ["load_examples", "LoadResult", "DataError", "FORMATS", "TURNS", "FIELD_ROLES", "example_key", "KeyAllocator",
+           "rolled_out", "rollout_prompts"]

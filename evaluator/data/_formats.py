@@ -11,6 +11,8 @@ Formats and the columns they look for (``fields`` overrides any of them):
 - ``prompt_response``: ``prompt`` / ``question`` / ``query`` (or ``input`` without ``instruction``), optional
   ``response`` / ``completion`` / ``answer`` / ``output``; the prompt may also be a list of messages and the
   completion a list of assistant messages (TRL's conversational prompt-completion).
+- ``mt_bench``: MT-Bench's question file: ``turns`` (the user turns, a list of strings), optional ``reference``
+  (the reference answers, one per turn), ``question_id`` and ``category``.
 
 Every format also reads an optional ``system`` / ``system_prompt`` column.
 """
@@ -24,7 +26,7 @@ from typing import Any, Optional
 from evaluator.data._errors import DataError, RowError, describe_type, is_blank
 from evaluator.types import Message
 
-FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_response")
+FORMATS = ("auto", "messages", "sharegpt", "alpaca", "prompt_response", "mt_bench")
 # Roles a caller may name in ``fields``; each maps to one column.
 FIELD_ROLES = ("messages", "prompt", "response", "instruction", "input", "system", "category", "source", "tags", "id")
 
@@ -35,7 +37,8 @@ RESPONSE_COLUMNS = ("response", "completion", "answer", "output")
 ALPACA_INPUT_COLUMNS = ("input", "context")  # context: databricks-dolly
 ALPACA_RESPONSE_COLUMNS = ("output", "response")
 SYSTEM_COLUMNS = ("system", "system_prompt")
-ID_COLUMNS = ("conversation_id", "id", "conv_id", "prompt_id")
+ID_COLUMNS = ("conversation_id", "id", "conv_id", "prompt_id", "question_id")
+MT_BENCH_COLUMNS = ("turns",)
 
 ROLE_ALIASES = {
     "system": "system",
@@ -118,6 +121,9 @@ def resolve_spec(format: str, fields: Optional[dict[str, str]], sample: list[dic
         spec["instruction"] = pick("instruction", ("instruction",), True)
         spec["input"] = pick("input", ALPACA_INPUT_COLUMNS, False)
         spec["response"] = pick("response", ALPACA_RESPONSE_COLUMNS, False)
+    elif fmt == "mt_bench":
+        spec["prompt"] = pick("prompt", MT_BENCH_COLUMNS, True)
+        spec["response"] = pick("response", ("reference",), False)
     elif fmt == "prompt_response":
         prompts = PROMPT_COLUMNS if any(c in columns for c in PROMPT_COLUMNS) else ("input",)
         spec["prompt"] = pick("prompt", prompts, True)
@@ -161,6 +167,8 @@ def _detect(columns: list[str]) -> str:
         cands.append("sharegpt")
     if "instruction" in columns:
         cands.append("alpaca")
+    if any(c in columns for c in MT_BENCH_COLUMNS):
+        cands.append("mt_bench")
     has_prompt = any(c in columns for c in PROMPT_COLUMNS) or ("input" in columns and "instruction" not in columns)
     has_response = any(c in columns for c in RESPONSE_COLUMNS)
     # A conversation column already holds the prompt: a prompt column beside it (ultrachat's prompt + messages)
@@ -172,7 +180,8 @@ def _detect(columns: list[str]) -> str:
     if not cands:
         raise DataError(
             f"cannot detect the dataset format: columns {columns} match none of messages ('messages'), "
-            f"sharegpt ('conversations'), alpaca ('instruction'), prompt_response ('prompt'/'question'/...); "
+            f"sharegpt ('conversations'), alpaca ('instruction'), prompt_response ('prompt'/'question'/...), "
+            f"mt_bench ('turns'); "
             f"{FIELD_HINT}"
         )
     raise DataError(f"ambiguous dataset format: columns {columns} fit {' and '.join(cands)}; {FIELD_HINT}")
@@ -193,6 +202,8 @@ def conversation(row: dict, spec: FieldSpec) -> list[Message]:
     """The row's full conversation, normalised; raises RowError with the reason when it has none."""
     if spec.messages is not None:
         msgs = parse_messages(_require(row, spec.messages), spec.messages)
+    elif spec.format == "mt_bench":
+        msgs = _mt_bench(row, spec)
     else:
         if spec.instruction is not None:
             prompt = _text(row, spec.instruction, required=True)
@@ -215,6 +226,33 @@ def conversation(row: dict, spec: FieldSpec) -> list[Message]:
             else:
                 msgs.insert(0, {"role": "system", "content": system})
     return msgs
+
+
+def _mt_bench(row: dict, spec: FieldSpec) -> list[Message]:
+    """The user turns, each followed by its reference answer when the row has references (one per turn)."""
+    turns = _strings(_require(row, spec.prompt), spec.prompt)
+    for i, t in enumerate(turns):
+        if is_blank(t):
+            raise RowError(f"turn {i} of field '{spec.prompt}' is empty")
+    value = row.get(spec.response) if spec.response else None
+    refs = _strings(value, spec.response) if value is not None else []
+    if refs and len(refs) != len(turns):
+        raise RowError(f"field '{spec.response}' has {len(refs)} reference answers for {len(turns)} turns")
+    msgs: list[Message] = []
+    for i, text in enumerate(turns):
+        msgs.append({"role": "user", "content": text})
+        if refs:
+            if is_blank(refs[i]):
+                raise RowError(f"reference {i} of field '{spec.response}' is empty")
+            msgs.append({"role": "assistant", "content": refs[i]})
+    return msgs
+
+
+def _strings(value: Any, column: str) -> list[str]:
+    value = _maybe_json_list(value)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise RowError(f"field '{column}' is {describe_type(value)}, expected a non-empty list of strings")
+    return value
 
 
 def parse_messages(value: Any, column: str) -> list[Message]:

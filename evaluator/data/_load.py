@@ -109,6 +109,10 @@ def _build(rows: list[RawRow], spec: FieldSpec, turns: str) -> LoadResult:
             continue
         try:
             msgs = conversation(r.value, spec)
+            if spec.format == "mt_bench" and turns != "rollout" and _unanswered(msgs):
+                raise RowError(f"a question of {len(msgs)} turns without reference answers has no history for its "
+                               "later turns; evaluate it with --turns rollout (each turn answered after the "
+                               "model's own earlier answers, as MT-Bench does)")
             triples = split_turns(msgs, turns)
             category, source, tags, conv_id = _attributes(r.value, spec)
         except RowError as exc:
@@ -131,6 +135,11 @@ def _build(rows: list[RawRow], spec: FieldSpec, turns: str) -> LoadResult:
                 metadata=dict(metadata),
             ))
     return LoadResult(examples, rejected, len(rows), spec.format, hasher.hexdigest(), "", "", spec.columns())
+
+
+def _unanswered(msgs: list) -> bool:
+    """Two user turns in a row: the first has no answer to stand as the second's history."""
+    return any(a["role"] == b["role"] == "user" for a, b in zip(msgs, msgs[1:]))
 
 
 def _rejection(r: RawRow, reason: str) -> Rejected:

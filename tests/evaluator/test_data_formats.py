@@ -42,8 +42,8 @@ def test_auto_detects_the_format_of_each_fixture(fixture, expected):
     assert len(res.examples) == res.n_rows > 0
 
 
-def test_formats_lists_auto_and_the_four_formats():
-    assert FORMATS == ("auto", "messages", "sharegpt", "alpaca", "prompt_response")
+def test_formats_lists_auto_and_the_five_formats():
+    assert FORMATS == ("auto", "messages", "sharegpt", "alpaca", "prompt_response", "mt_bench")
 
 
 def test_messages_keep_system_turns_before_the_reference():

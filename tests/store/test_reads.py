@@ -407,7 +407,8 @@ def test_get_run_has_every_column_its_dataset_and_the_status_as_read(store):
     with sf() as s:
         run = db.get_run(session=s, run_id=ids["third"])
         assert db.get_run(session=s, run_id=9999) is None
-    assert set(run) == {*RUN_COLUMNS, "status_text", "dataset", "split", "dataset_source", "dataset_fingerprint"}
+    assert set(run) == {*RUN_COLUMNS, "status_text", "dataset", "split", "dataset_source", "dataset_fingerprint",
+                        "turns"}
     assert (run["dataset_source"], run["dataset_fingerprint"]) == (None, "name:other.jsonl")
     assert (run["name"], run["status"], run["status_text"], run["dataset"], run["split"]) == (
         "third", "finished", "finished", "other.jsonl", "test")
