@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import db
 from dashboard import _format as fmt
+from evaluator.data import rollout_prompts
 from evaluator.judging import judge_agreement, judge_metric_disagreements, ratings, score_summary, summarize
 
 TTL_S = 20  # seconds a query result is reused: short, so a run being written shows up as it grows
@@ -270,7 +271,12 @@ def results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def load_detail(url: str, run_id: int, example_id: int) -> Optional[dict[str, Any]]:
-    return read(url, db.result_detail, run_id=int(run_id), example_id=int(example_id))
+    """``db.result_detail``; after a rollout its ``messages`` are what the run was given: its own earlier answers."""
+    d = read(url, db.result_detail, run_id=int(run_id), example_id=int(example_id))
+    if d is not None and d["turn_index"] and (load_run(url, run_id) or {}).get("turns") == "rollout":
+        answers = read(url, db.conversation_answers, run_id=int(run_id), conversation_ids=[d["conversation_id"]])
+        d["messages"] = rollout_prompts([d], answers)[0]
+    return d
 
 
 @cached

@@ -90,10 +90,11 @@ def judgments_of_pair(*, session: Session, candidate_id: int, baseline_id: Optio
 
 def judging_inputs(*, session: Session, candidate_id: int, baseline_id: Optional[int]) -> list[dict[str, Any]]:
     """What a judge reads, one entry per example both runs answered without an error (the candidate alone when
-    ``baseline_id`` is None): example_id, messages, reference, candidate_output, baseline_output; by example."""
+    ``baseline_id`` is None): example_id, messages, reference, conversation_id, turn_index, candidate_output,
+    baseline_output; by example."""
     cand, base = Result.__table__.alias("cand"), Result.__table__.alias("base")
-    cols = [ExampleRow.id.label("example_id"), ExampleRow.messages, ExampleRow.reference,
-            cand.c.output.label("candidate_output")]
+    cols = [ExampleRow.id.label("example_id"), ExampleRow.messages, ExampleRow.reference, ExampleRow.conversation_id,
+            ExampleRow.turn_index, cand.c.output.label("candidate_output")]
     stmt = select(*cols, (base.c.output if baseline_id is not None else cand.c.output).label("baseline_output"))
     stmt = stmt.select_from(cand).join(ExampleRow, ExampleRow.id == cand.c.example_id).where(
         cand.c.run_id == candidate_id, cand.c.finish_reason != "error")

@@ -36,7 +36,8 @@ def register(sub) -> None:
     p.add_argument("--judge", required=True, metavar="SPEC", help="a model path, Hub id or openai:MODEL")
     p.add_argument("--mode", choices=MODES, default="pairwise",
                    help="reference: the judge sees the reference too; single: each answer rated 1-10 on its own")
-    p.add_argument("--template", metavar="FILE", help="YAML/JSON with 'system' and 'user' texts (default: built in)")
+    p.add_argument("--template", metavar="FILE", help="a Jinja2 template of the judge's prompt, or YAML/JSON with 'user' and optional 'system' "
+                        "templates (default: built in; docs/judging.md lists the fields)")
     p.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="the judge's reply (default 512)")
     p.add_argument("--base-url", metavar="URL", help="API root of an openai: judge")
     p.add_argument("--api-key-env", metavar="NAME", help="environment variable with the key (default OPENAI_API_KEY)")

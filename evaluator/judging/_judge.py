@@ -2,10 +2,11 @@
 
 The judge is any model the evaluator can run (a local transformers or Unsloth model, or ``openai:MODEL``
 with ``--base-url``), loaded with ``evaluator.models.load_backend`` and asked through its ``generate``: the
-same batching, concurrency, retries and back-off as an evaluation. The prompt is a template (the built-in
-one, or ``--template FILE``, YAML or JSON with ``system`` and ``user``) filled with the conversation, both
-answers and, in ``reference`` mode, the reference answer. The judge ends its reply with ``[[A]]``, ``[[B]]``
-or ``[[C]]`` (a tie); the last such mark counts.
+same batching, concurrency, retries and back-off as an evaluation. The prompt is a Jinja2 template (the
+built-in one, or ``--template FILE``) filled with the conversation, both answers and, in ``reference`` mode,
+the reference answer; after a rollout (``--turns rollout``) with each run's whole conversation, its own earlier
+answers included. The judge ends its reply with ``[[A]]``, ``[[B]]`` or ``[[C]]`` (a tie); the last such mark
+counts.
 
 Each order is one judgment: "ab" shows the candidate as assistant A, "ba" as assistant B. Judgments are
 stored after every batch of the backend, keyed by (candidate, baseline, example, order, judge config), so a
@@ -25,36 +26,83 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import yaml
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2.sandbox import SandboxedEnvironment
 
 import db
+from evaluator.data import rollout_prompts
 from evaluator.errors import UserError
 from evaluator.judging._summary import score_summary, summarize
 from evaluator.types import Generation, GenerationSettings
 
 MODES = ("pairwise", "reference", "single")
-FIELD = re.compile(r"\{(conversation|answer_a|answer_b|reference)\}")
 VERDICT = re.compile(r"\[\[\s*([ABC])\s*\]\]")
 SCORE = re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]")
 _PREFERENCE = {("ab", "A"): 1.0, ("ab", "B"): 0.0, ("ba", "A"): 0.0, ("ba", "B"): 1.0}
+# The fields a template may show; each mode needs one field of each of its tuples.
+FIELDS = ("question", "answer_a", "answer_b", "reference", "answer", "conversation_a", "conversation_b", "turn")
+_NEEDS = {"pairwise": [("answer_a", "conversation_a"), ("answer_b", "conversation_b")],
+          "reference": [("answer_a", "conversation_a"), ("answer_b", "conversation_b"), ("reference",)],
+          "single": [("answer", "answer_a", "conversation_a")]}
 
-SYSTEM = (
-    "Please act as an impartial judge and evaluate the responses of two AI assistants to the conversation "
-    "below. Choose the assistant that answers the user's last message better: consider helpfulness, "
-    "relevance, accuracy, depth and level of detail.{reference_rule} Do not let the order in which the "
-    "responses appear, their length or the assistants' names influence you. Be as objective as possible. "
-    "After a short explanation, give your final verdict strictly in this format: \"[[A]]\" if assistant A "
-    "is better, \"[[B]]\" if assistant B is better, and \"[[C]]\" for a tie.")
-REFERENCE_RULE = " Compare both responses with the reference answer, which is correct; identify their mistakes."
-USER = ("[The Start of the Conversation]\n{conversation}\n[The End of the Conversation]\n\n{reference_block}"
-        "[The Start of Assistant A's Answer]\n{answer_a}\n[The End of Assistant A's Answer]\n\n"
-        "[The Start of Assistant B's Answer]\n{answer_b}\n[The End of Assistant B's Answer]")
-REFERENCE_BLOCK = "[The Start of the Reference Answer]\n{reference}\n[The End of the Reference Answer]\n\n"
-SINGLE_SYSTEM = (
-    "Please act as an impartial judge and evaluate the response of an AI assistant to the conversation below. "
-    "Consider helpfulness, relevance, accuracy, depth and level of detail. Be as objective as possible. After a "
-    "short explanation, rate the response on a scale of 1 to 10 strictly in this format: \"Rating: [[5]]\".")
-SINGLE_USER = ("[The Start of the Conversation]\n{conversation}\n[The End of the Conversation]\n\n"
-               "[The Start of the Assistant's Answer]\n{answer_a}\n[The End of the Assistant's Answer]")
+_VERDICT_RULE = ("After a short explanation, give your final verdict strictly in this format: \"[[A]]\" if assistant "
+                 "A is better, \"[[B]]\" if assistant B is better, and \"[[C]]\" for a tie.")
+_NO_BIAS = ("Do not let the order in which the {what} appear, their length or the assistants' names influence you. "
+            "Be as objective as possible. ")
+_REFERENCE_RULE = " Compare both with the reference answer, which is correct; identify their mistakes."
+SYSTEM = ("Please act as an impartial judge and evaluate the responses of two AI assistants to the conversation "
+          "below. Choose the assistant that answers the user's last message better: consider helpfulness, "
+          "relevance, accuracy, depth and level of detail.{reference_rule} " + _NO_BIAS.format(what="responses")
+          + _VERDICT_RULE)
+USER = ("[The Start of the Conversation]\n{{ question }}\n[The End of the Conversation]\n\n{reference_block}"
+        "[The Start of Assistant A's Answer]\n{{ answer_a }}\n[The End of Assistant A's Answer]\n\n"
+        "[The Start of Assistant B's Answer]\n{{ answer_b }}\n[The End of Assistant B's Answer]")
+REFERENCE_BLOCK = "[The Start of the Reference Answer]\n{{ reference }}\n[The End of the Reference Answer]\n\n"
+# After a rollout each assistant answered after its own earlier answers: the judge reads both whole conversations
+# (MT-Bench's multi-turn prompt).
+MULTI_SYSTEM = ("Please act as an impartial judge and evaluate two AI assistants' conversations with a user, below. "
+                "Each assistant answered the same user messages after its own earlier answers. Choose the assistant "
+                "that answers the user's last message better: consider helpfulness, relevance, accuracy, depth and "
+                "level of detail, and how well it builds on the earlier turns.{reference_rule} "
+                + _NO_BIAS.format(what="conversations") + _VERDICT_RULE)
+MULTI_USER = ("{reference_block}<|The Start of Assistant A's Conversation with the User|>\n{{ conversation_a }}\n"
+              "<|The End of Assistant A's Conversation with the User|>\n\n"
+              "<|The Start of Assistant B's Conversation with the User|>\n{{ conversation_b }}\n"
+              "<|The End of Assistant B's Conversation with the User|>")
+MULTI_REFERENCE_BLOCK = ("[The Start of the Reference Answer to the Last Message]\n{{ reference }}\n"
+                         "[The End of the Reference Answer]\n\n")
+_RATING_RULE = ("Be as objective as possible. After a short explanation, rate the {what} on a scale of 1 to 10 strictly "
+                "in this format: \"Rating: [[5]]\".")
+SINGLE_SYSTEM = ("Please act as an impartial judge and evaluate the response of an AI assistant to the conversation "
+                 "below. Consider helpfulness, relevance, accuracy, depth and level of detail. "
+                 + _RATING_RULE.format(what="response"))
+SINGLE_USER = ("[The Start of the Conversation]\n{{ question }}\n[The End of the Conversation]\n\n"
+               "[The Start of the Assistant's Answer]\n{{ answer }}\n[The End of the Assistant's Answer]")
+SINGLE_MULTI_SYSTEM = ("Please act as an impartial judge and evaluate an AI assistant's conversation with a user, below, "
+                       "in which it answered each message after its own earlier answers. Rate its answer to the user's "
+                       "last message: consider helpfulness, relevance, accuracy, depth and level of detail, and how well "
+                       "it builds on the earlier turns. " + _RATING_RULE.format(what="answer"))
+SINGLE_MULTI_USER = ("<|The Start of the Assistant's Conversation with the User|>\n{{ conversation_a }}\n"
+                     "<|The End of the Assistant's Conversation with the User|>")
+
+# Templates are the user's own files, rendered in a sandbox; a value (a conversation, an answer) is text put in
+# as it is, never read as template syntax.
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+
+
+def _builtin(mode: str, multi: bool) -> tuple[str, str]:
+    """(system, user) of the built-in prompt of ``mode``, in its multi-turn form after a rollout when ``multi``."""
+    if mode == "single":
+        return (SINGLE_MULTI_SYSTEM, SINGLE_MULTI_USER) if multi else (SINGLE_SYSTEM, SINGLE_USER)
+    ref = mode == "reference"
+    system, user, block = (MULTI_SYSTEM, MULTI_USER, MULTI_REFERENCE_BLOCK) if multi else (SYSTEM, USER, REFERENCE_BLOCK)
+    return (system.replace("{reference_rule}", _REFERENCE_RULE if ref else ""),
+            user.replace("{reference_block}", block if ref else ""))
+
+
+def as_text(messages: list[dict[str, Any]]) -> str:
+    """A conversation as the judge reads it: "### User:" / "### Assistant:" headings, then the text."""
+    return "\n\n".join(f"### {m['role'].capitalize()}:\n{m['content']}" for m in messages)
 
 
 class JudgeError(UserError, ValueError):
@@ -63,43 +111,93 @@ class JudgeError(UserError, ValueError):
 
 @dataclass
 class Template:
-    system: str
+    """A judging prompt: Jinja2 texts of the user message and an optional system message before it.
+
+    A template file is either a Jinja2 text (the user message; ``{% set system %}...{% endset %}`` in it gives
+    the system message) or YAML/JSON with a ``user`` text and an optional ``system`` text. The fields are
+    ``FIELDS``; see docs/judging.md."""
+
+    system: Optional[str]
     user: str
+    mode: str = "pairwise"
+    builtin: bool = False  # the built-in prompts switch to their multi-turn form for a rollout's later turns
 
     @classmethod
     def load(cls, path: Optional[str | Path], mode: str) -> "Template":
         if mode not in MODES:
             raise JudgeError(f"mode is one of {', '.join(MODES)}, not {mode!r}")
-        if path is None and mode == "single":
-            return cls(SINGLE_SYSTEM, SINGLE_USER)
         if path is None:
-            ref = mode == "reference"
-            return cls(SYSTEM.replace("{reference_rule}", REFERENCE_RULE if ref else ""),
-                       USER.replace("{reference_block}", REFERENCE_BLOCK if ref else ""))
+            return cls(*_builtin(mode, multi=False), mode=mode, builtin=True)
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
             raise JudgeError(f"cannot read the template {path}: {exc}") from None
-        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("system", "user")):
-            raise JudgeError(f"{path}: a template has a 'system' and a 'user' text")
-        needed = ("{answer_a}", "{conversation}") if mode == "single" else ("{answer_a}", "{answer_b}", "{conversation}")
-        for field_ in needed + (("{reference}",) if mode == "reference" else ()):
-            if field_ not in data["user"]:
-                raise JudgeError(f"{path}: the user text has no {field_}")
-        return cls(data["system"], data["user"])
+        system: Optional[str] = None
+        user = text
+        if Path(path).suffix.lower() in (".yaml", ".yml", ".json"):
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise JudgeError(f"cannot read the template {path}: {exc}") from None
+            if not isinstance(data, dict) or not isinstance(data.get("user"), str) or not isinstance(
+                    data.get("system", ""), (str, type(None))):
+                raise JudgeError(f"{path}: a YAML or JSON template has a 'user' text and may have a 'system' text")
+            system, user = data.get("system"), data["user"]
+        template = cls(system, user, mode=mode)
+        template._check(str(path))
+        return template
+
+    def _check(self, where: str) -> None:
+        used: set[str] = set()
+        for source in (self.system, self.user):
+            if source is None:
+                continue
+            try:
+                used |= meta.find_undeclared_variables(_ENV.parse(source))
+            except TemplateSyntaxError as exc:
+                raise JudgeError(f"{where}: line {exc.lineno}: {exc.message}") from None
+        unknown = sorted(used - set(FIELDS))
+        if unknown:
+            raise JudgeError(f"{where}: unknown field(s) {', '.join(unknown)}; a template may use {', '.join(FIELDS)}")
+        for options in _NEEDS[self.mode]:
+            if not used & set(options):
+                shown = " or ".join("{{ %s }}" % o for o in options)
+                raise JudgeError(f"{where}: a {self.mode} template shows {shown}")
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The texts that make the judgments (the built-in multi-turn form included): stored with each judgment."""
+        out: dict[str, Any] = {"system": self.system, "user": self.user}
+        if self.builtin:
+            out["multi_turn"] = dict(zip(("system", "user"), _builtin(self.mode, multi=True)))
+        return out
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256(json.dumps([self.system, self.user]).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(self.record, sort_keys=True).encode()).hexdigest()
 
     def messages(self, item: dict[str, Any], order: str) -> list[dict[str, str]]:
-        a, b = ((item["candidate_output"], item["baseline_output"]) if order == "ab"
-                else (item["baseline_output"], item["candidate_output"]))
-        conversation = "\n\n".join(f"### {m['role'].capitalize()}:\n{m['content']}" for m in item["messages"])
-        values = {"conversation": conversation, "answer_a": a, "answer_b": b or "", "reference": item.get("reference") or ""}
-        # one pass over the template: braces in a conversation or an answer are text, never fields
-        user = FIELD.sub(lambda m: values[m.group(1)], self.user)
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+        """The judge's messages for ``item`` (``judging_inputs`` with each run's prompt) in ``order``."""
+        cand, base = item["candidate_output"], item["baseline_output"] or ""
+        cand_conv = as_text(list(item.get("candidate_prompt") or item["messages"]) + [_said(cand)])
+        base_conv = as_text(list(item.get("baseline_prompt") or item["messages"]) + [_said(base)])
+        a, b, conv_a, conv_b = (cand, base, cand_conv, base_conv) if order == "ab" else (base, cand, base_conv, cand_conv)
+        values = {"question": as_text(item["messages"]), "answer_a": a, "answer_b": b, "answer": cand,
+                  "reference": item.get("reference") or "", "conversation_a": conv_a, "conversation_b": conv_b,
+                  "turn": (item.get("turn_index") or 0) + 1}
+        system, user = self.system, self.user
+        if self.builtin and item.get("rolled_out") and (item.get("turn_index") or 0) > 0:
+            system, user = _builtin(self.mode, multi=True)
+        module = _ENV.from_string(user).make_module(values)
+        system_text = system if system is None else _ENV.from_string(system).render(values)
+        if system_text is None and hasattr(module, "system"):
+            system_text = str(getattr(module, "system"))
+        out = [{"role": "system", "content": system_text.strip()}] if system_text and system_text.strip() else []
+        return out + [{"role": "user", "content": str(module).strip()}]
+
+
+def _said(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
 
 
 def parse_verdict(reply: str, order: str) -> tuple[Optional[str], Optional[float]]:
@@ -171,12 +269,13 @@ def judge_pair(*, session_factory, backend, judge: str, candidate_id: int, basel
     with session_factory() as s:
         items = db.judging_inputs(session=s, candidate_id=candidate_id, baseline_id=baseline_id)
         done = db.judged_keys(session=s, candidate_id=candidate_id, baseline_id=baseline_id, judge_key=key)
+        _add_rollouts(s, items, candidate_id, baseline_id)
     if mode == "reference" and items and not any(i.get("reference") for i in items):
         raise JudgeError("reference mode needs references: these examples have none")
     orders = ("ab",) if mode == "single" else ("ab", "ba")
     todo = [(item, order) for item in items for order in orders if (item["example_id"], order) not in done]
     run = JudgeRun(candidate_id, baseline_id, key, len(todo))
-    stored_config = {**config, "template": {"system": template.system, "user": template.user}}
+    stored_config = {**config, "template": template.record}
 
     def store(indices: list[int], gens: list[Generation]) -> None:
         rows = []
@@ -215,6 +314,22 @@ def judge_pair(*, session_factory, backend, judge: str, candidate_id: int, basel
     summarized = score_summary(rows) if mode == "single" else summarize(rows)
     run.summary = [j for j in summarized if j["judge_key"] == key]
     return run
+
+
+def _add_rollouts(session, items: list[dict[str, Any]], candidate_id: int, baseline_id: Optional[int]) -> None:
+    """After a rollout each run answered after its own earlier answers: give each item both runs' prompts."""
+    if (db.get_run(session=session, run_id=candidate_id) or {}).get("turns") != "rollout":
+        return
+    convs = {i["conversation_id"] for i in items}
+    prompts = {}
+    for role, rid in (("candidate", candidate_id), ("baseline", baseline_id)):
+        if rid is not None:
+            answers = db.conversation_answers(session=session, run_id=rid, conversation_ids=convs)
+            prompts[role] = rollout_prompts(items, answers)
+    for n, item in enumerate(items):
+        item["rolled_out"] = True
+        for role, p in prompts.items():
+            item[f"{role}_prompt"] = p[n]
 
 
 def judge_runs(*, session_factory, backend, judge: str, candidate_id: int, baseline_ids: Sequence[int],

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 import db
 from evaluator.cli import main
 from tests.judging.test_import_alpaca_eval import PREFERENCES, _records
-from tests.support.store_seed import seed_minimal
+from tests.support.store_seed import seed_minimal, seed_rollout
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 
@@ -176,3 +176,18 @@ def test_the_browsers_example_detail_lists_the_judges_verdicts_on_it(store_url, 
         at.run()
         assert not at.exception, at.exception
         assert [e.label for e in at.expander if "(" in e.label and "Metadata" not in e.label] == expected
+
+
+def test_after_a_rollout_an_example_shows_the_conversation_the_run_had(store_url, monkeypatch):
+    engine = db.open_store(store_url)
+    seeded = seed_rollout(engine)
+    engine.dispose()
+    monkeypatch.setenv("EVAL_DB_URL", store_url)
+    for run, first in (("cand", "Apple."), ("base", "Banana.")):
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        at.switch_page("views/browser.py")
+        at.query_params = {"run": str(seeded["runs"][run]), "ex": str(seeded["example_ids"]["t1"])}
+        at.run()
+        assert not at.exception, at.exception
+        said = [t.value for m in at.chat_message for t in m.text]
+        assert said[:3] == ["Name a fruit.", first, "Why that one?"]  # its own first answer, then the second turn

@@ -103,7 +103,7 @@ def test_judging_again_asks_nothing_and_a_changed_template_judges_anew(capsys, a
     code, out, _ = _judge(capsys, store_url, stub)
     assert code == 0 and "0 new judgments of 0 asked" in out and len(stub.bodies) == 2 * N
     template = tmp_path / "judge.yaml"
-    template.write_text("system: Be brief and fair.\nuser: |\n  {conversation}\n  A: {answer_a}\n  B: {answer_b}\n")
+    template.write_text("system: Be brief and fair.\nuser: |\n  {{ question }}\n  A: {{ answer_a }}\n  B: {{ answer_b }}\n")
     stub.reply = lambda body: "[[A]]" if "A: answer" in body["messages"][-1]["content"] else "[[B]]"
     code, out, _ = _judge(capsys, store_url, stub, "--template", template)
     assert code == 0 and f"{2 * N} new judgments of {2 * N} asked" in out
@@ -151,10 +151,10 @@ def test_verdicts_parse_from_the_last_mark_and_answers_stay_text():
     assert parse_verdict("[[A]] at first, but on reflection [[B]]", "ab") == ("B", 0.0)
     assert parse_verdict("[[B]]", "ba") == ("B", 1.0) and parse_verdict("[[ C ]]", "ba") == ("C", 0.5)
     assert parse_verdict("[[D]] or [A]", "ab") == (None, None)
-    item = {"messages": [{"role": "user", "content": "Use {answer_b} literally"}], "reference": None,
-            "candidate_output": "{reference} {conversation}", "baseline_output": "[[A]]"}
+    item = {"messages": [{"role": "user", "content": "Use {{ answer_b }} literally"}], "reference": None,
+            "candidate_output": "{% if true %}{reference}{% endif %} {{ conversation_b }}", "baseline_output": "[[A]]"}
     user = Template.load(None, "pairwise").messages(item, "ab")[1]["content"]
-    assert "Use {answer_b} literally" in user and "{reference} {conversation}" in user
+    assert "Use {{ answer_b }} literally" in user and "{% if true %}{reference}{% endif %} {{ conversation_b }}" in user
 
 
 

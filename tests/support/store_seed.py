@@ -45,3 +45,23 @@ def seed_minimal(engine, *, n_examples: int = 5) -> dict:
         db.refresh_metric_columns(session=s, run_id=cand)
         db.refresh_metric_columns(session=s, run_id=base)
     return dict(dataset_id=ds, candidate=cand, baseline=base, example_ids=keys)
+
+
+def seed_rollout(engine) -> dict:
+    """Two runs rolled out on one conversation of two user turns (``--turns rollout``): "cand" answered "Apple." then
+    "It is crisp.", "base" "Banana." then "It is yellow."; base is cand's baseline. Returns run ids and example ids."""
+    with db.session_factory(engine).begin() as s:
+        ds = db.get_or_create_dataset(session=s, name="question.jsonl", split="test", turns="rollout")
+        user = [{"role": "user", "content": "Name a fruit."}, {"role": "user", "content": "Why that one?"}]
+        keys = db.upsert_examples(session=s, dataset_id=ds, examples=[
+            dict(key="t0", row_index=0, messages=user[:1], reference=None, conversation_id="q1", turn_index=0),
+            dict(key="t1", row_index=0, messages=user, reference="Any reason.", conversation_id="q1", turn_index=1)])
+        runs = {}
+        for name, answers in (("cand", ["Apple.", "It is crisp."]), ("base", ["Banana.", "It is yellow."])):
+            runs[name] = db.create_run(session=s, name=name, model=name, backend="transformers", dataset_id=ds)
+            db.insert_results(session=s, run_id=runs[name], results=[
+                dict(example_id=keys[k], output=a, output_tokens=2, finish_reason="stop", metrics={})
+                for k, a in zip(("t0", "t1"), answers)], higher_is_better={})
+            db.update_run(session=s, run_id=runs[name], status="finished")
+        db.link_baseline(session=s, candidate_id=runs["cand"], baseline_id=runs["base"])
+    return dict(runs=runs, example_ids=keys)
