@@ -89,8 +89,10 @@ def read_alpaca_eval(path: Path) -> tuple[list[Record], list[Rejected]]:
     return records, rejected
 
 
-def _run(session, *, name: str, dataset_id: int, outputs: dict[int, str], file: str) -> tuple[int, bool]:
-    """The run named ``name`` on this dataset that answers every example, else a new finished one."""
+def imported_run(session, *, name: str, dataset_id: int, outputs: dict[int, str], file: str,
+                 format: str = "alpaca_eval") -> tuple[int, bool]:
+    """(run, created): the run named ``name`` on this dataset that answers every example, else a new one with
+    these outputs (``finish_imported`` finishes it once the transaction is in)."""
     try:
         found = db.find_run(session=session, ref=name)
     except db.StoreError:
@@ -98,8 +100,8 @@ def _run(session, *, name: str, dataset_id: int, outputs: dict[int, str], file: 
     if found is not None and db.get_run(session=session, run_id=found)["dataset_id"] == dataset_id \
             and set(outputs) <= db.done_example_ids(session=session, run_id=found):
         return found, False
-    run_id = db.create_run(session=session, name=name, model=name, backend="import:alpaca_eval", dataset_id=dataset_id,
-                           config={"import": {"format": "alpaca_eval", "file": file}},
+    run_id = db.create_run(session=session, name=name, model=name, backend=f"import:{format}", dataset_id=dataset_id,
+                           config={"import": {"format": format, "file": file}},
                            n_rows=len(outputs), n_examples=len(outputs), n_rejected=0)
     db.insert_results(session=session, run_id=run_id, results=[
         dict(example_id=e, output=o, finish_reason="stop", output_tokens=0, prompt_tokens=0, metrics={})
@@ -124,14 +126,24 @@ def _pair(s, records: list[Record], dataset_id: int, ids: dict[str, int], file: 
     first = {}
     for r in records:  # an instruction judged by several annotators has one answer per generator
         first.setdefault(r.instruction, r)
-    base, base_new = _run(s, name=gen_1, dataset_id=dataset_id, file=file,
+    base, base_new = imported_run(s, name=gen_1, dataset_id=dataset_id, file=file,
                           outputs={ids[i]: r.outputs[0] for i, r in first.items()})
-    cand, cand_new = _run(s, name=gen_2, dataset_id=dataset_id, file=file,
+    cand, cand_new = imported_run(s, name=gen_2, dataset_id=dataset_id, file=file,
                           outputs={ids[i]: r.outputs[1] for i, r in first.items()})
     db.link_baseline(session=s, candidate_id=cand, baseline_id=base)
     new = db.add_judgments(session=s, judgments=_judgments(records, cand, base, ids))
     return PairSummary(cand, base, gen_2, gen_1, [n for n, c in ((gen_1, base_new), (gen_2, cand_new)) if c], new,
                        sum(r.preference is None for r in records))
+
+
+def finish_imported(sf, run_id: int, path: Path) -> None:
+    """A created run's aggregates, its "finished" status and where it came from."""
+    finalize_run(session_factory=sf, run_id=run_id)
+    with sf.begin() as s:
+        db.update_run(session=s, run_id=run_id, status="finished",
+                      repro={"imported_from": str(path.resolve()),
+                             "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                             "imported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
 
 
 def import_judgments(path: str | Path, *, format: str, db_url: Optional[str] = None,
@@ -170,13 +182,7 @@ def import_judgments(path: str | Path, *, format: str, db_url: Optional[str] = N
         for p in summaries:
             for run_id, name in ((p.baseline_id, p.baseline), (p.candidate_id, p.candidate)):
                 if name in p.created:
-                    finalize_run(session_factory=sf, run_id=run_id)
-                    with sf.begin() as s:
-                        db.update_run(session=s, run_id=run_id, status="finished",
-                                      repro={"imported_from": str(path.resolve()),
-                                             "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                                             "imported_at": dt.datetime.now(dt.timezone.utc).isoformat(
-                                                 timespec="seconds")})
+                    finish_imported(sf, run_id, path)
             with sf() as s:
                 p.judgments = summarize(db.judgments_of_pair(session=s, candidate_id=p.candidate_id,
                                                              baseline_id=p.baseline_id))

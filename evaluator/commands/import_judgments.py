@@ -1,39 +1,71 @@
-"""``python -m evaluator import_judgments FILE --format alpaca_eval``: store judgments made elsewhere."""
+"""``python -m evaluator import_judgments FILE --format alpaca_eval|mt_bench``: store judgments made elsewhere."""
 from __future__ import annotations
 
 import argparse
 import sys
 
 from evaluator._import_judgments import import_judgments
-from evaluator.commands.compare import judgment_line
+from evaluator._import_mt_bench import import_mt_bench
+from evaluator.commands.compare import judgment_line, score_line
 
 EPILOG = """\
 examples:
   # AlpacaEval's annotations of a model against its reference (e.g. results/<model>/<annotator>/annotations.json)
   python -m evaluator import_judgments annotations.json --format alpaca_eval
   python -m evaluator compare my-model gpt4_turbo --json | jq '.judgments'
+  # FastChat's MT-Bench judgments (data/mt_bench/model_judgment/*.jsonl, beside question.jsonl and model_answer/)
+  python -m evaluator import_judgments data/mt_bench/model_judgment/gpt-4_single.jsonl --format mt_bench
+  python -m evaluator import_judgments gpt-4_pair.jsonl --format mt_bench --questions question.jsonl --answers answers/
 
-Each (generator_1, generator_2) pair becomes two runs (or matches two runs of those names that answer every
-instruction): generator_2 the candidate, generator_1 its baseline. Each annotator is a judge. The win rate and
-standard error are AlpacaEval's own. Records that cannot be read are listed with the reason.
+alpaca_eval: each (generator_1, generator_2) pair becomes two runs (or matches two runs of those names that answer
+every instruction): generator_2 the candidate, generator_1 its baseline. Each annotator is a judge. The win rate
+and standard error are AlpacaEval's own.
+mt_bench: the questions are the dataset of `run --dataset question.jsonl --turns rollout`; each model's answers are
+a run. A single file's mean rating is the MT-Bench score; in a pair file model_1 is the candidate, model_2 its
+baseline, and FastChat's own win rate is printed beside the stored figures.
+Records that cannot be read are listed with the reason.
 """
 
 
 def register(sub) -> None:
-    p = sub.add_parser("import_judgments", help="import AlpacaEval annotations as judged runs",
+    p = sub.add_parser("import_judgments", help="import AlpacaEval or MT-Bench judgments as judged runs",
                        description="Store preference judgments made elsewhere, with the runs they judge.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("file", metavar="FILE", help="AlpacaEval annotations.json")
-    p.add_argument("--format", required=True, choices=["alpaca_eval"], help="what FILE is")
-    p.add_argument("--dataset-name", metavar="NAME", help="dataset of the instructions (default: alpaca_eval)")
+    p.add_argument("file", metavar="FILE", help="AlpacaEval annotations.json, or a FastChat MT-Bench judgment JSONL")
+    p.add_argument("--format", required=True, choices=["alpaca_eval", "mt_bench"], help="what FILE is")
+    p.add_argument("--dataset-name", metavar="NAME", help="alpaca_eval: dataset of the instructions "
+                                                          "(default: alpaca_eval)")
+    p.add_argument("--questions", metavar="FILE", help="mt_bench: MT-Bench's question.jsonl "
+                                                       "(default: ../question.jsonl from FILE, FastChat's layout)")
+    p.add_argument("--answers", metavar="FOLDER", help="mt_bench: the folder of MODEL.jsonl answer files "
+                                                       "(default: ../model_answer from FILE)")
     p.add_argument("--db", metavar="URL", help="store URL or SQLite path (default $EVAL_DB_URL)")
     p.set_defaults(func=main)
 
 
+def _mt_bench(args: argparse.Namespace) -> list:
+    imported, rejected = import_mt_bench(args.file, db_url=args.db, questions=args.questions, answers=args.answers)
+    for i in imported:
+        made = f" (created: {', '.join(i.created)})" if i.created else " (matched)"
+        against = f" against run {i.baseline_id} '{i.baseline}'" if i.baseline_id else ""
+        print(f"run {i.candidate_id} '{i.candidate}'{against}{made}: {i.new_judgments} new judgments")
+        for j in i.judgments:
+            print(judgment_line(j) if i.baseline_id else score_line(j))
+        if i.fastchat:
+            f = i.fastchat
+            rate = "–" if f["win_rate"] is None else f"{f['win_rate']:.2f}%"
+            print(f"  FastChat's own count (an inconsistent pair a tie, a record with an error left out): "
+                  f"{f['wins']} / {f['ties']} / {f['losses']} of {f['n']}, win rate {rate}")
+    return rejected
+
+
 def main(args: argparse.Namespace) -> int:
     try:
-        pairs, rejected = import_judgments(args.file, format=args.format, db_url=args.db,
-                                           dataset_name=args.dataset_name)
+        if args.format == "mt_bench":
+            pairs, rejected = [], _mt_bench(args)
+        else:
+            pairs, rejected = import_judgments(args.file, format=args.format, db_url=args.db,
+                                               dataset_name=args.dataset_name)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -46,5 +78,5 @@ def main(args: argparse.Namespace) -> int:
     for r in rejected[:20]:
         print(f"  rejected {r.reason}")
     if len(rejected) > 20:
-        print(f"  ... and {len(rejected) - 20} more, stored as the candidate run's rejected rows")
+        print(f"  ... and {len(rejected) - 20} more" + (", stored as the candidate run's rejected rows" if pairs else ""))
     return 0
