@@ -18,6 +18,9 @@ one ``[batch, vocab]`` tensor is alive at a time, instead of ``output_scores``'s
 ``[steps, batch, vocab]`` (for Llama 3 at batch 64 and 256 steps that is 8 GB of fp32). Custom
 processors run after the repetition penalty and before temperature/top-k/top-p, so the values are
 the model's own distribution (with the repetition penalty when one is set), not the sampling one.
+Asked for ``top_logprobs`` (a judge whose verdict is weighted by its probabilities), the recorder also
+keeps the most likely tokens of each step and their log-probabilities, as an OpenAI-compatible server
+returns them.
 
 torch and transformers are imported inside the functions: importing this module stays cheap.
 """
@@ -44,25 +47,43 @@ def _recorder_class():
         from transformers import LogitsProcessor
 
         class ChosenTokenLogprobs(LogitsProcessor):
-            def __init__(self) -> None:
+            def __init__(self, top: int = 0) -> None:
                 self.previous: Optional[torch.Tensor] = None  # [batch, vocab] log-softmax of the last step
                 self.steps: list[torch.Tensor] = []  # [batch] log-prob of each chosen token
+                self.top = top  # also keep this many most likely tokens of each step
+                self.top_steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # ([batch, top] values, ids)
+
+            def _keep(self, chosen: torch.Tensor) -> None:
+                self.steps.append(self.previous.gather(1, chosen).squeeze(1))
+                if self.top:
+                    values, ids = self.previous.topk(min(self.top, self.previous.shape[1]), dim=-1)
+                    self.top_steps.append((values.cpu(), ids.cpu()))
 
             def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
                 if self.previous is not None:  # the token chosen at the previous step is input_ids[:, -1]
-                    self.steps.append(self.previous.gather(1, input_ids[:, -1:]).squeeze(1))
+                    self._keep(input_ids[:, -1:])
                 self.previous = torch.log_softmax(scores.float(), dim=-1)
                 return scores
 
             def finish(self, new_tokens: torch.LongTensor) -> torch.Tensor:
                 """``[batch, steps]`` log-probs of ``new_tokens`` (the generated part of the sequences)."""
                 if self.previous is not None and len(self.steps) < new_tokens.shape[1]:
-                    last = new_tokens[:, len(self.steps):len(self.steps) + 1]
-                    self.steps.append(self.previous.gather(1, last).squeeze(1))
+                    self._keep(new_tokens[:, len(self.steps):len(self.steps) + 1])
                 self.previous = None
                 if not self.steps:
                     return torch.zeros((new_tokens.shape[0], 0))
                 return torch.stack(self.steps, dim=1)
+
+            def alternatives(self, row: int, steps: int, decode: Callable[[int], str]) -> list[dict[str, float]]:
+                """The ``top`` most likely tokens of each of ``row``'s first ``steps`` steps: text -> log-prob
+                (two ids that read the same keep the likelier one)."""
+                out = []
+                for values, ids in self.top_steps[:steps]:
+                    found: dict[str, float] = {}
+                    for v, t in zip(values[row].tolist(), ids[row].tolist()):
+                        found.setdefault(decode(t), float(v))
+                    out.append(found)
+                return out
 
         _RECORDER_CLASS = ChosenTokenLogprobs
     return _RECORDER_CLASS
@@ -91,7 +112,7 @@ def generation_config(settings: GenerationSettings, *, stop_ids: Sequence[int], 
 
 
 def _generate_batch(model, tokenizer, prompts: Sequence[Sequence[int]], gen_config, stop_ids: set[int],
-                    pad_id: int) -> list[Generation]:
+                    pad_id: int, top_logprobs: int = 0) -> list[Generation]:
     import torch
     from transformers import LogitsProcessorList
 
@@ -102,7 +123,7 @@ def _generate_batch(model, tokenizer, prompts: Sequence[Sequence[int]], gen_conf
         input_ids[row, width - len(ids):] = torch.tensor(ids, dtype=torch.long)
         attention_mask[row, width - len(ids):] = 1
     device = getattr(model, "device", None) or torch.device("cpu")
-    recorder = _recorder_class()()
+    recorder = _recorder_class()(top_logprobs)
     started = time.perf_counter()
     with torch.inference_mode():
         sequences = model.generate(
@@ -117,6 +138,13 @@ def _generate_batch(model, tokenizer, prompts: Sequence[Sequence[int]], gen_conf
     logprobs = recorder.finish(new_tokens).cpu().tolist()
     new_tokens = new_tokens.cpu().tolist()
     elapsed = time.perf_counter() - started
+    texts: dict[int, str] = {}
+
+    def decode(token: int) -> str:
+        if token not in texts:
+            texts[token] = tokenizer.decode([token])
+        return texts[token]
+
     out = []
     for row, ids in enumerate(prompts):
         toks = new_tokens[row]
@@ -128,11 +156,12 @@ def _generate_batch(model, tokenizer, prompts: Sequence[Sequence[int]], gen_conf
         out.append(Generation(
             text=tokenizer.decode(toks, skip_special_tokens=True),
             token_ids=toks,
-            tokens=[tokenizer.decode([t]) for t in toks],
+            tokens=[decode(t) for t in toks],
             logprobs=[float(x) for x in logprobs[row][:len(toks)]],
             finish_reason=finish,
             prompt_tokens=len(ids),
             latency_s=elapsed / len(prompts),  # amortised: the batch's wall time shared by its rows
+            top_logprobs=recorder.alternatives(row, len(toks), decode) if top_logprobs else None,
         ))
     return out
 
@@ -144,12 +173,12 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def _batch_or_one_by_one(model, tokenizer, prompts: Sequence[Sequence[int]], idx: list[int], gen_config,
-                         stops: set[int], pad_id: int) -> list[Generation]:
+                         stops: set[int], pad_id: int, top_logprobs: int = 0) -> list[Generation]:
     """The prompts ``idx`` as one batch; if that fails with anything but out-of-memory (which the
     caller handles by halving the batch), one prompt at a time, so one bad prompt costs only itself:
     it gets an empty generation with finish reason "error" and the exception's text."""
     try:
-        return _generate_batch(model, tokenizer, [prompts[i] for i in idx], gen_config, stops, pad_id)
+        return _generate_batch(model, tokenizer, [prompts[i] for i in idx], gen_config, stops, pad_id, top_logprobs)
     except Exception as exc:
         if _is_oom(exc) or len(idx) == 1:
             raise
@@ -157,7 +186,7 @@ def _batch_or_one_by_one(model, tokenizer, prompts: Sequence[Sequence[int]], idx
     gens = []
     for i in idx:
         try:
-            gens.extend(_generate_batch(model, tokenizer, [prompts[i]], gen_config, stops, pad_id))
+            gens.extend(_generate_batch(model, tokenizer, [prompts[i]], gen_config, stops, pad_id, top_logprobs))
         except Exception as exc:
             if _is_oom(exc):
                 raise
@@ -171,8 +200,10 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], settings: Gener
              stop_ids: Sequence[int], pad_id: Optional[int] = None,
              batch_size: Union[int, str] = "auto", max_batch_size: int = 128,
              on_batch: Optional[OnBatch] = None, progress: bool = True, desc: str = "generating",
-             truncated: Optional[Sequence[bool]] = None, stats: Optional[dict] = None) -> list[Generation]:
-    """Generate a continuation of each tokenized prompt; returns Generations in input order.
+             truncated: Optional[Sequence[bool]] = None, stats: Optional[dict] = None,
+             top_logprobs: int = 0) -> list[Generation]:
+    """Generate a continuation of each tokenized prompt; returns Generations in input order (with the
+    ``top_logprobs`` most likely tokens of every step when that is above 0).
 
     ``stats``, if given, receives ``batch_size`` (the size in use at the end), ``tokens`` and ``elapsed_s``.
 
@@ -211,7 +242,7 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], settings: Gener
     def loop(size: int) -> None:
         while state["pos"] < n:
             idx = order[state["pos"]:state["pos"] + size]
-            gens = _batch_or_one_by_one(model, tokenizer, prompts, idx, gen_config, stops, pad_id)
+            gens = _batch_or_one_by_one(model, tokenizer, prompts, idx, gen_config, stops, pad_id, top_logprobs)
             for i, g in zip(idx, gens):
                 if truncated is not None:
                     g.prompt_truncated = bool(truncated[i])

@@ -63,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
         options = {k: v for k, v in dict(base_url=args.base_url, api_key_env=args.api_key_env,
                                          concurrency=args.concurrency, device=args.device).items() if v is not None}
-        options["top_logprobs"] = TOP_LOGPROBS  # an openai: judge's verdict is weighted by its probabilities
+        options["top_logprobs"] = TOP_LOGPROBS  # every judge's verdict is weighted by its probabilities
         backend = load_backend(args.judge, **options)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

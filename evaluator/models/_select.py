@@ -118,18 +118,18 @@ def _load_external(kind: str, spec: str, options: dict[str, Any]) -> Backend:
 def load_backend(model: str, adapter: Optional[str] = None, *, backend: str = "auto",
                  resolved: Optional[ResolvedModel] = None, **options: Any) -> Backend:
     """Load ``model`` (+ ``adapter``) with the chosen backend. ``options``: device, dtype, chat_template,
-    load_in_4bit, trust_remote_code, revision, batch_size, max_batch_size, max_length; for
-    ``openai:MODEL`` base_url, api_key_env, concurrency, request_timeout, max_retries (others ignored)."""
+    load_in_4bit, trust_remote_code, revision, batch_size, max_batch_size, max_length; top_logprobs (also
+    return that many most likely tokens of each step, for any backend); for ``openai:MODEL`` base_url,
+    api_key_env, concurrency, request_timeout, max_retries (others ignored)."""
     kind = external_kind(model)
     if kind is not None:
         if adapter:
             raise BackendError(f"--adapter does not apply to {model}: an adapter needs local weights")
         return _load_external(kind, model.split(":", 1)[1], options)
+    top = int(options.get("top_logprobs") or 0)
     options = {k: v for k, v in options.items() if k not in API_OPTIONS}
     chosen = prepare_backend(backend)
     resolved = resolved or resolve_model(model, adapter)
-    if chosen == "unsloth":
-
-        return load_unsloth(resolved, **options)
-
-    return load_transformers(resolved, **options)
+    loaded = load_unsloth(resolved, **options) if chosen == "unsloth" else load_transformers(resolved, **options)
+    loaded.top_logprobs = top  # a judge's verdict is weighted by its probabilities at the verdict token
+    return loaded

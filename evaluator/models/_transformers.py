@@ -85,6 +85,7 @@ class HFBackend:
         self.stop_ids = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
         self._extra_info = dict(extra_info or {})
         self.last_stats: dict[str, Any] = {}  # batch size that fit, tokens, seconds of the last generate()
+        self.top_logprobs = 0  # a judge's: also return this many most likely tokens of each step
 
     # ------------------------------------------------------------------ interface
     def generate(self, conversations: Sequence[Sequence[Message]], settings: GenerationSettings, *,
@@ -102,6 +103,7 @@ class HFBackend:
             stop_ids=self.stop_ids, pad_id=self.tokenizer.pad_token_id,
             batch_size=self.batch_size, max_batch_size=self.max_batch_size,
             on_batch=on_batch, progress=progress, truncated=[p.truncated for p in prompts], stats=self.last_stats,
+            top_logprobs=self.top_logprobs,
         )
 
     def reference_logprobs(self, conversations: Sequence[Sequence[Message]],

@@ -7,6 +7,7 @@ import math
 import re
 
 import pytest
+from sqlalchemy import select
 
 import db
 from evaluator.cli import main
@@ -14,6 +15,7 @@ from evaluator.judging._judge import Template, parse_verdict
 from evaluator.models import _openai
 from tests.support.openai_stub import ChatStub
 from tests.support.store_seed import seed_minimal
+from tests.support.verdict_judge import VERDICT_LOGITS, make_verdict_judge
 
 N = 5  # seed_minimal's examples: the candidate answers "answer i", the baseline answers "" (empty)
 
@@ -59,9 +61,9 @@ def _judge(capsys, store_url, stub, *extra):
     return code, out, err
 
 
-def _summary(capsys, store_url, judge_key=None):
+def _summary(capsys, store_url, judge="openai:stub-judge"):
     assert main(["compare", "cand", "base", "--json", "--db", store_url]) == 0
-    items = [j for j in json.loads(capsys.readouterr()[0])["judgments"] if j["judge"] == "openai:stub-judge"]
+    items = [j for j in json.loads(capsys.readouterr()[0])["judgments"] if j["judge"] == judge]
     assert len(items) == 1
     return items[0]
 
@@ -254,3 +256,30 @@ def test_a_rate_limited_and_slow_judge_is_retried_and_asked_concurrently(capsys,
     assert sorted(stub.requests.values()) == [2] * (2 * N)  # each prompt: refused once, answered once
     assert 1 < stub.max_in_flight <= 4
     assert _summary(capsys, store_url)["win_rate"] == 100.0
+
+
+def test_a_local_judges_verdict_is_weighted_by_its_probabilities(capsys, store_url, seeded, tmp_path):
+    """A Llama-architecture judge built so that it always answers "[[A]]" with P(A) : P(B) : P(C) = e² : e : 1
+    (tests/support/verdict_judge.py), through the transformers backend: each judgment's preference is P(the
+    candidate's letter) + P(C) / 2 of those three, and the always-first judge's pairs average to a tie."""
+    judge = make_verdict_judge(tmp_path / "verdict-judge")
+    argv = ["judge", "cand", "--judge", str(judge), "--max-new-tokens", "8", "--device", "cpu", "--db", store_url]
+    assert main(argv) == 0
+    assert f"{2 * N} new judgments of {2 * N} asked, 0 without a verdict" in capsys.readouterr()[0]
+    total = sum(math.exp(v) for v in VERDICT_LOGITS.values())
+    share = {k: math.exp(v) / total for k, v in VERDICT_LOGITS.items()}
+    expected = {"ab": share["A"] + share["C"] / 2, "ba": share["B"] + share["C"] / 2}
+    engine = db.open_store(store_url)
+    with db.session_factory(engine)() as s:
+        rows = [r for r in db.judgments_of_pair(session=s, candidate_id=seeded["candidate"],
+                                                 baseline_id=seeded["baseline"]) if r["judge"] == str(judge)]
+        weights = list(s.scalars(select(db.Judgment.verdict_logprobs).where(db.Judgment.judge == str(judge))))
+    engine.dispose()
+    assert len(rows) == 2 * N and all(r["verdict"] == "A" for r in rows)
+    for r in rows:
+        # fp32 log-softmax of logits 10, 9, 8 against the exact shares: measured 1.9e-7 apart at most (batches of
+        # 1, 3 and 7 prompts of different lengths)
+        assert r["preference"] == pytest.approx(expected[r["order"]], abs=1e-6)
+    assert all(w["weighted"] is True and w["A"] > w["B"] > w["C"] for w in weights)
+    # each pair averages its orders: (sA + sB + sC) / 2 of shares normalised in float64
+    assert _summary(capsys, store_url, judge=str(judge))["win_rate"] == pytest.approx(50.0, abs=1e-9)
