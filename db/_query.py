@@ -92,7 +92,7 @@ def contains_text(text: str, *columns):
     return or_(*[func.lower(func.coalesce(c, "")).like(pat, escape="\\") for c in columns])
 
 
-JUDGE_FILTERS = ("better", "worse", "tie", "judged", "unjudged")
+JUDGE_FILTERS = ("better", "worse", "tie", "judged", "unjudged", "disagrees")
 
 
 def _needs_rows(q: ResultQuery) -> bool:
@@ -100,10 +100,24 @@ def _needs_rows(q: ResultQuery) -> bool:
     return bool(q.text or q.category or q.tag or q.failure or q.verdict or q.judge or q.example_ids is not None)
 
 
+def _latest_verdict(verdict: str):
+    """Some reviewer's latest verdict on the result's answer is ``verdict`` (a later one replaces an earlier one)."""
+    later = A.alias("later")
+    superseded = exists().where(later.c.run_id == A.c.run_id, later.c.example_id == A.c.example_id,
+                                later.c.reviewer == A.c.reviewer, later.c.id > A.c.id)
+    return exists().where(A.c.run_id == R.c.run_id, A.c.example_id == R.c.example_id, A.c.verdict == verdict,
+                          not_(superseded))
+
+
 def _judge_condition(kind: str):
     """A judge's verdict on the result's answer against a baseline (pairwise, parsed): "better" when some judge
     config's preference for it, averaged over the orders it judged, is above 0.5 against some baseline; "worse"
-    below; "tie" exactly 0.5; "judged" / "unjudged" whether any such judgment exists."""
+    below; "tie" exactly 0.5; "judged" / "unjudged" whether any such judgment exists; "disagrees" when a judge
+    and a reviewer disagree: a reviewer's latest verdict passes the answer while a judge prefers the baseline's,
+    or fails it as a model error while a judge prefers it."""
+    if kind == "disagrees":
+        return or_(and_(_latest_verdict("pass"), _judge_condition("worse")),
+                   and_(_latest_verdict("fail: model error"), _judge_condition("better")))
     judged = select(J.c.judge_key).where(J.c.candidate_id == R.c.run_id, J.c.example_id == R.c.example_id,
                                          J.c.baseline_id.is_not(None), J.c.preference.is_not(None))
     if kind in ("judged", "unjudged"):
@@ -161,11 +175,7 @@ def _apply_filters(stmt, q: ResultQuery, mids: dict[str, int], anchor, *, rows_j
         elif q.verdict == "any":
             stmt = stmt.where(reviewed)
         else:
-            # A reviewer's later verdict replaces their earlier one: match each reviewer's latest.
-            later = A.alias("later")
-            superseded = exists().where(later.c.run_id == A.c.run_id, later.c.example_id == A.c.example_id,
-                                        later.c.reviewer == A.c.reviewer, later.c.id > A.c.id)
-            stmt = stmt.where(reviewed.where(A.c.verdict == q.verdict, not_(superseded)))
+            stmt = stmt.where(_latest_verdict(q.verdict))
     if q.judge:
         if q.judge not in JUDGE_FILTERS:
             raise ValueError(f"judge filter is one of {JUDGE_FILTERS}, not {q.judge!r}")

@@ -92,7 +92,8 @@ def _snippet(s: Any) -> str:
 
 
 JUDGE_WORDS = {None: "(all)", "better": "judge prefers this run's answer", "worse": "judge prefers the baseline's",
-               "tie": "judge calls it a tie", "judged": "judged", "unjudged": "not judged"}
+               "tie": "judge calls it a tie", "judged": "judged", "unjudged": "not judged",
+               "disagrees": "judge and a reviewer disagree"}
 
 
 def _sidebar_filters(url: str, run_id: int, query: db.ResultQuery, metrics: list[str]) -> db.ResultQuery:

@@ -121,6 +121,7 @@ class Template:
     user: str
     mode: str = "pairwise"
     builtin: bool = False  # the built-in prompts switch to their multi-turn form for a rollout's later turns
+    pattern: Optional[str] = None  # the template's own verdict pattern (a regex; group 1 the letter or rating)
 
     @classmethod
     def load(cls, path: Optional[str | Path], mode: str) -> "Template":
@@ -132,20 +133,36 @@ class Template:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise JudgeError(f"cannot read the template {path}: {exc}") from None
-        system: Optional[str] = None
-        user = text
-        if Path(path).suffix.lower() in (".yaml", ".yml", ".json"):
+        if Path(path).suffix.lower() not in (".yaml", ".yml", ".json"):
+            template = cls(None, text, mode=mode)
+            template._check(str(path))
+            template.pattern = template._declared("pattern")
+        else:
             try:
                 data = yaml.safe_load(text)
             except yaml.YAMLError as exc:
                 raise JudgeError(f"cannot read the template {path}: {exc}") from None
-            if not isinstance(data, dict) or not isinstance(data.get("user"), str) or not isinstance(
-                    data.get("system", ""), (str, type(None))):
-                raise JudgeError(f"{path}: a YAML or JSON template has a 'user' text and may have a 'system' text")
-            system, user = data.get("system"), data["user"]
-        template = cls(system, user, mode=mode)
-        template._check(str(path))
+            if not isinstance(data, dict) or not isinstance(data.get("user"), str) or not all(
+                    isinstance(data.get(k, ""), (str, type(None))) for k in ("system", "pattern")):
+                raise JudgeError(f"{path}: a YAML or JSON template has a 'user' text and may have 'system' and "
+                                 "'pattern' texts")
+            template = cls(data.get("system"), data["user"], mode=mode, pattern=data.get("pattern"))
+            template._check(str(path))
+        if template.pattern is not None:
+            try:
+                groups = re.compile(template.pattern).groups
+            except re.error as exc:
+                raise JudgeError(f"{path}: the pattern {template.pattern!r} is not a regular expression: {exc}") from None
+            if groups < 1:
+                raise JudgeError(f"{path}: the pattern {template.pattern!r} has no group: its first group is read as "
+                                 + ("the rating" if mode == "single" else "the verdict (A, B, C or tie)"))
         return template
+
+    def _declared(self, name: str) -> Optional[str]:
+        """A value a plain template declares with ``{% set NAME = ... %}`` (or a set block), if any."""
+        module = _ENV.from_string(self.user).make_module({**{f: "" for f in FIELDS}, "turn": 1})
+        value = getattr(module, name, None)
+        return None if value is None else str(value)
 
     def _check(self, where: str) -> None:
         used: set[str] = set()
@@ -168,6 +185,8 @@ class Template:
     def record(self) -> dict[str, Any]:
         """The texts that make the judgments (the built-in multi-turn form included): stored with each judgment."""
         out: dict[str, Any] = {"system": self.system, "user": self.user}
+        if self.pattern is not None:
+            out["pattern"] = self.pattern
         if self.builtin:
             out["multi_turn"] = dict(zip(("system", "user"), _builtin(self.mode, multi=True)))
         return out
@@ -200,19 +219,29 @@ def _said(text: str) -> dict[str, str]:
     return {"role": "assistant", "content": text}
 
 
-def parse_verdict(reply: str, order: str) -> tuple[Optional[str], Optional[float]]:
-    """(verdict letter, the candidate's preference) from the last [[A]]/[[B]]/[[C]] of the reply."""
-    found = VERDICT.findall(reply or "")
+def parse_verdict(reply: str, order: str, pattern: Optional[str] = None) -> tuple[Optional[str], Optional[float]]:
+    """(verdict letter, the candidate's preference) from the last [[A]]/[[B]]/[[C]] of the reply, or the last match of
+    a template's own ``pattern``, whose first group reads A, B, C or tie (in any case)."""
+    found = re.findall(pattern, reply or "") if pattern else VERDICT.findall(reply or "")
     if not found:
         return None, None
-    letter = found[-1]
+    last = found[-1][0] if isinstance(found[-1], tuple) else found[-1]
+    letter = {"TIE": "C"}.get(last.strip().upper(), last.strip().upper())
+    if letter not in ("A", "B", "C"):
+        return None, None
     return letter, 0.5 if letter == "C" else _PREFERENCE[(order, letter)]
 
 
-def parse_score(reply: str) -> Optional[float]:
-    """The last [[N]] of the reply, when it is a rating from 1 to 10."""
-    found = [float(x) for x in SCORE.findall(reply or "")]
-    return found[-1] if found and 1 <= found[-1] <= 10 else None
+def parse_score(reply: str, pattern: Optional[str] = None) -> Optional[float]:
+    """The last [[N]] of the reply (or the first group of the last match of a template's own ``pattern``), when it is a
+    rating from 1 to 10."""
+    found = re.findall(pattern, reply or "") if pattern else SCORE.findall(reply or "")
+    last = (found[-1][0] if isinstance(found[-1], tuple) else found[-1]) if found else None
+    try:
+        value = float(last) if last is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and 1 <= value <= 10 else None
 
 
 def weighted_verdict(gen: Generation, order: str) -> Optional[tuple[float, dict[str, Optional[float]]]]:
@@ -284,13 +313,13 @@ def judge_pair(*, session_factory, backend, judge: str, candidate_id: int, basel
             if gen.finish_reason == "error":
                 run.request_errors.append(gen.error or "request failed")
                 continue
-            score = parse_score(gen.text) if mode == "single" else None
-            letter, preference = (None, None) if mode == "single" else parse_verdict(gen.text, order)
+            score = parse_score(gen.text, template.pattern) if mode == "single" else None
+            letter, preference = (None, None) if mode == "single" else parse_verdict(gen.text, order, template.pattern)
             error = None if (letter or score is not None) else (
                 "no [[1]] to [[10]] rating in the reply" if mode == "single"
                 else "no [[A]], [[B]] or [[C]] verdict in the reply")
             logprobs = _verdict_logprobs(gen, letter)
-            weighted = weighted_verdict(gen, order) if letter else None
+            weighted = weighted_verdict(gen, order) if letter and not template.pattern else None
             if weighted is not None:  # the judge's probabilities at its verdict, not only the letter it wrote
                 preference, by_letter = weighted
                 logprobs = {**by_letter, "weighted": True}

@@ -66,3 +66,22 @@ def test_the_judge_filter_goes_into_links_and_the_browser(judged, monkeypatch):
     assert at.selectbox(key="br_judge").value == "worse"
     assert any("**1** example matches" in m.value for m in at.markdown)
     assert at.query_params["judge"] == "worse"  # the link keeps the filter
+
+
+def test_the_judge_and_reviewers_disagree_filter_reads_each_reviewers_latest_verdict(judged):
+    url, engine, seed = judged
+    cand, base, ids = seed["candidate"], seed["baseline"], seed["example_ids"]
+    with db.session_factory(engine).begin() as s:
+        db.add_judgments(session=s, judgments=[
+            dict(candidate_id=cand, baseline_id=base, example_id=ids["k0"], order=o, judge="tiny-judge",
+                 mode="pairwise", judge_key="f" * 64, preference=0.0) for o in ("ab", "ba")])
+        for key, reviewer, verdict in [
+                ("k0", "ann", "pass"),  # the judge prefers the baseline's answer: disagree
+                ("k1", "bob", "fail: model error"),  # the judge prefers this one (and ann passed it): disagree
+                ("k2", "carl", "pass"), ("k2", "carl", "fail: model error"),  # carl's latest agrees with the judge
+                ("k3", "dora", "pass")]:  # the judge calls k3 a tie
+            db.add_annotation(session=s, run_id=cand, example_id=ids[key], reviewer=reviewer, verdict=verdict)
+    names = {v: k for k, v in ids.items()}
+    with db.session_factory(engine)() as s:
+        page = db.page_results(session=s, query=db.ResultQuery(run_id=cand, judge="disagrees"), page=0, page_size=50)
+    assert sorted(names[r["example_id"]] for r in page.rows) == ["k0", "k1"] and page.total == 2

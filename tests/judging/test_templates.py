@@ -6,9 +6,9 @@ import pytest
 
 import db
 from evaluator.cli import main
-from evaluator.judging._judge import JudgeError, Template
+from evaluator.judging._judge import JudgeError, Template, parse_score, parse_verdict
 from tests.support.openai_stub import ChatStub
-from tests.support.store_seed import seed_rollout
+from tests.support.store_seed import seed_minimal, seed_rollout
 
 ITEM = {"messages": [{"role": "user", "content": "What is 2 + 2?"}], "reference": "4", "turn_index": 0,
         "candidate_output": "It is 4.", "baseline_output": "Five."}
@@ -78,3 +78,42 @@ def test_after_a_rollout_the_judge_reads_both_whole_conversations(store_url):
     first = [a for a in asked if "Conversation with the User" not in a]
     assert all("Why that one?" not in a and "[The Start of the Conversation]\n### User:\nName a fruit." in a
                for a in first)
+
+
+def test_a_template_may_set_its_own_verdict_pattern(tmp_path, store_url):
+    yaml_path = tmp_path / "winner.yaml"
+    yaml_path.write_text("user: '{{ question }} / {{ answer_a }} / {{ answer_b }}'\npattern: 'Winner: (A|B|tie)'\n")
+    t = Template.load(yaml_path, "pairwise")
+    assert (parse_verdict("Winner: B ... no, Winner: tie", "ab", t.pattern), parse_verdict("[[A]]", "ab", t.pattern)
+            ) == (("C", 0.5), (None, None))
+    assert parse_verdict("Winner: a", "ba", "Winner: ([a-c])") == ("A", 0.0)
+    assert t.record["pattern"] == "Winner: (A|B|tie)" and t.sha256 != Template.load(None, "pairwise").sha256
+    plain = tmp_path / "rate.j2"
+    plain.write_text('{% set pattern = "Score: (\\\\d+)/10" %}Rate {{ answer }} ({{ turn }}).')
+    rate = Template.load(plain, "single")
+    assert rate.pattern == "Score: (\\d+)/10"
+    assert (parse_score("Score: 7/10", rate.pattern), parse_score("Score: 11/10", rate.pattern),
+            parse_score("[[7]]", rate.pattern)) == (7.0, None, None)
+    with ChatStub() as stub:  # the whole path: the stub answers in the template's own words
+        stub.reply = lambda body: "Winner: A"
+        engine = db.open_store(store_url)
+        seed_minimal(engine, n_examples=2)
+        engine.dispose()
+        assert main(["judge", "cand", "--judge", "openai:stub-judge", "--base-url", stub.base_url, "--template",
+                     str(yaml_path), "--db", store_url]) == 0
+    engine = db.open_store(store_url)
+    with db.session_factory(engine)() as s:
+        rows = [r for r in db.judgments_of_pair(session=s, candidate_id=1, baseline_id=2)
+                if r["judge"] == "openai:stub-judge"]
+    engine.dispose()
+    assert sorted((r["order"], r["verdict"], r["preference"]) for r in rows) == [
+        ("ab", "A", 1.0), ("ab", "A", 1.0), ("ba", "A", 0.0), ("ba", "A", 0.0)]
+
+
+@pytest.mark.parametrize("pattern, message", [("Winner: (A|B", "is not a regular expression"),
+                                               ("Winner: [ABC]", "has no group")])
+def test_a_bad_pattern_is_refused(tmp_path, pattern, message):
+    path = tmp_path / "t.yaml"
+    path.write_text(f"user: '{{{{ answer_a }}}} {{{{ answer_b }}}}'\npattern: '{pattern}'\n")
+    with pytest.raises(JudgeError, match=message):
+        Template.load(path, "pairwise")
