@@ -4,9 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+import db
 from evaluator._import_judgments import import_judgments
 from evaluator._import_mt_bench import import_mt_bench
 from evaluator.commands.compare import judgment_line, score_line
+from evaluator.commands.score import score_run
+from evaluator.scoring import builtin_metrics
 
 EPILOG = """\
 examples:
@@ -43,8 +46,30 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
+# An imported answer has no tokens or log-probabilities: only the metrics of its text apply.
+TEXT_METRICS = [m for m in builtin_metrics() if m not in ("perplexity", "confidence", "min_token_prob", "output_tokens")]
+
+
+def _score_created(db_url, imported: list) -> None:
+    """The text metrics of each run the import created, and their comparisons with its partners: imported
+    answers then sit beside evaluated ones on every metric view."""
+    created = sorted({rid for i in imported for name, rid in ((i.candidate, i.candidate_id), (i.baseline, i.baseline_id))
+                      if name in i.created})
+    if not created:
+        return
+    engine = db.open_store(db_url)
+    try:
+        for run_id in created:
+            score_run(session_factory=db.session_factory(engine), run_id=run_id, metric_names=TEXT_METRICS)
+    finally:
+        engine.dispose()
+    print(f"scored the imported answers of run(s) {', '.join(map(str, created))} with the text metrics "
+          f"({', '.join(TEXT_METRICS)})")
+
+
 def _mt_bench(args: argparse.Namespace) -> list:
     imported, rejected = import_mt_bench(args.file, db_url=args.db, questions=args.questions, answers=args.answers)
+    _score_created(args.db, imported)
     for i in imported:
         made = f" (created: {', '.join(i.created)})" if i.created else " (matched)"
         against = f" against run {i.baseline_id} '{i.baseline}'" if i.baseline_id else ""
@@ -66,6 +91,7 @@ def main(args: argparse.Namespace) -> int:
         else:
             pairs, rejected = import_judgments(args.file, format=args.format, db_url=args.db,
                                                dataset_name=args.dataset_name)
+            _score_created(args.db, pairs)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -105,8 +105,13 @@ def test_a_pair_file_stores_both_orders_and_reports_fastchats_win_rate(mt_bench,
     published = fastchat_pairwise(path)["vicuna-13b"]
     assert published == 0.5  # 1 win, 3 ties, 1 loss of 5 (the error record left out): (1 + 1.5) / 5, exact
     assert "1 / 3 / 1 of 5, win rate 50.00%" in out
+    assert "scored the imported answers of run(s) 1, 2 with the text metrics (bleu, chrf" in out
     assert main(["compare", "vicuna-13b", "gpt-3.5-turbo", "--json", "--db", store_url]) == 0
-    [j] = json.loads(capsys.readouterr()[0])["judgments"]
+    compared = json.loads(capsys.readouterr()[0])
+    # the reference-guided question's two turns are scored; an imported answer has no token count to score
+    assert {(r["metric"], r["n"]) for r in compared["rows"] if not r["slice"]} >= {("token_f1", 2), ("rougeL", 2)}
+    assert not {"output_tokens", "perplexity", "confidence"} & {r["metric"] for r in compared["rows"]}
+    [j] = compared["judgments"]
     # the stored figures average the orders: 0, 0.75, 0.5, 1 (the error order left out), 1, 0.5
     assert (j["judge"], j["n"], j["wins"], j["ties"], j["losses"], j["failures"]) == ("gpt-4", 6, 3, 2, 1, 1)
     assert j["win_rate"] == pytest.approx(100 * 3.75 / 6, abs=1e-12)  # dyadic preferences: exact sums
