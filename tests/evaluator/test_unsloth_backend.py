@@ -93,3 +93,24 @@ def test_auto_uses_unsloth_only_with_cuda():
 
     assert choose_backend("unsloth") == "unsloth"
     assert choose_backend("auto") == ("unsloth" if torch.cuda.is_available() else "transformers")
+
+
+def test_an_unsloth_judge_gives_its_probabilities_at_the_verdict(tmp_path):
+    """A judge loaded through Unsloth weights its verdict as a transformers one does: the judge built to answer
+    "[[A]]" with P(A) : P(B) : P(C) = e² : e : 1 (tests/support/verdict_judge.py)."""
+    import math
+
+    from evaluator.judging._judge import weighted_verdict
+    from tests.support.verdict_judge import VERDICT_LOGITS, make_verdict_judge
+
+    judge = load_backend(str(make_verdict_judge(tmp_path / "judge")), backend="unsloth", top_logprobs=5)
+    try:
+        [gen] = judge.generate([[{"role": "user", "content": "Which answer is better, A or B?"}]],
+                               GenerationSettings(max_new_tokens=6), progress=False)
+    finally:
+        judge.close()
+    assert gen.text == "[[A]]" and len(gen.top_logprobs) == len(gen.tokens)
+    total = sum(math.exp(v) for v in VERDICT_LOGITS.values())
+    preference, _ = weighted_verdict(gen, "ab")
+    # fp32 log-softmax against the exact shares: measured 1.9e-7 apart at most with the transformers backend
+    assert preference == pytest.approx((math.exp(10) + math.exp(8) / 2) / total, abs=1e-6)
