@@ -17,6 +17,7 @@ so the next run asks again.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -90,6 +91,12 @@ SINGLE_MULTI_USER = ("<|The Start of the Assistant's Conversation with the User|
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled(source: str):
+    """A template source compiled once: every judgment of a run renders the same few."""
+    return _ENV.from_string(source)
+
+
 def _builtin(mode: str, multi: bool) -> tuple[str, str]:
     """(system, user) of the built-in prompt of ``mode``, in its multi-turn form after a rollout when ``multi``."""
     if mode == "single":
@@ -160,7 +167,7 @@ class Template:
 
     def _declared(self, name: str) -> Optional[str]:
         """A value a plain template declares with ``{% set NAME = ... %}`` (or a set block), if any."""
-        module = _ENV.from_string(self.user).make_module({**{f: "" for f in FIELDS}, "turn": 1})
+        module = _compiled(self.user).make_module({**{f: "" for f in FIELDS}, "turn": 1})
         value = getattr(module, name, None)
         return None if value is None else str(value)
 
@@ -207,8 +214,8 @@ class Template:
         system, user = self.system, self.user
         if self.builtin and item.get("rolled_out") and (item.get("turn_index") or 0) > 0:
             system, user = _builtin(self.mode, multi=True)
-        module = _ENV.from_string(user).make_module(values)
-        system_text = system if system is None else _ENV.from_string(system).render(values)
+        module = _compiled(user).make_module(values)
+        system_text = system if system is None else _compiled(system).render(values)
         if system_text is None and hasattr(module, "system"):
             system_text = str(getattr(module, "system"))
         out = [{"role": "system", "content": system_text.strip()}] if system_text and system_text.strip() else []
