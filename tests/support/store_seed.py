@@ -65,3 +65,18 @@ def seed_rollout(engine) -> dict:
             db.update_run(session=s, run_id=runs[name], status="finished")
         db.link_baseline(session=s, candidate_id=runs["cand"], baseline_id=runs["base"])
     return dict(runs=runs, example_ids=keys)
+
+
+def seed_judged(engine) -> dict:
+    """``seed_minimal`` with tiny-judge's verdicts on the candidate's answers: k1 better (one order), k2 worse (both
+    orders), k3 a tie (1 and 0), k4 a judge failure, k0 not judged."""
+    seed = seed_minimal(engine)
+    cand, base, ids = seed["candidate"], seed["baseline"], seed["example_ids"]
+    with db.session_factory(engine).begin() as s:
+        db.add_judgments(session=s, judgments=[
+            dict(candidate_id=cand, baseline_id=base, example_id=ids[k], order=o, judge="tiny-judge",
+                 mode="pairwise", judge_key="f" * 64, preference=p)
+            for k, prefs in {"k2": (0.0, 0.0), "k3": (1.0, 0.0)}.items() for o, p in zip(("ab", "ba"), prefs)]
+            + [dict(candidate_id=cand, baseline_id=base, example_id=ids["k4"], order="ab", judge="tiny-judge",
+                    mode="pairwise", judge_key="f" * 64, preference=None, error="no verdict")])
+    return seed
