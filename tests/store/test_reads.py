@@ -410,8 +410,8 @@ def test_get_run_has_every_column_its_dataset_and_the_status_as_read(store):
     assert set(run) == {*RUN_COLUMNS, "status_text", "dataset", "split", "dataset_source", "dataset_fingerprint",
                         "turns"}
     assert (run["dataset_source"], run["dataset_fingerprint"]) == (None, "name:other.jsonl")
-    assert (run["name"], run["status"], run["status_text"], run["dataset"], run["split"]) == (
-        "third", "finished", "finished", "other.jsonl", "test")
+    assert (run["name"], run["status"], run["status_text"], run["dataset"], run["split"], run["turns"]) == (
+        "third", "finished", "finished", "other.jsonl", "test", "last")
 
 
 def test_failure_counts_are_per_run_when_several_runs_failed(store):
@@ -434,3 +434,30 @@ def test_an_examples_history_stays_in_its_dataset_when_another_has_the_same_key(
         there = db.example_history(session=s, dataset_id=ids["other"], key="k0")
     assert [h["run_name"] for h in here] == ["older", "newer"]
     assert [(h["run_name"], h["finish_reason"], h["metrics"]) for h in there] == [("third", "length", {"chrf": 55.0})]
+
+
+def test_conversation_answers_are_the_runs_own_outputs_by_conversation_and_turn(any_engine):
+    """What a rollout's later turns were answered after: (conversation, turn) -> the run's output, None where the
+    generation failed; only the run's own results, only the conversations asked for (all when None)."""
+    sf = db.session_factory(any_engine)
+    with sf.begin() as s:
+        ds = db.get_or_create_dataset(session=s, name="question.jsonl", split="test", turns="rollout")
+        keys = db.upsert_examples(session=s, dataset_id=ds, examples=[
+            dict(key=f"{c}{t}", row_index=i, messages=[{"role": "user", "content": f"{c} turn {t}"}],
+                 conversation_id=c, turn_index=t) for i, c in enumerate("ab") for t in (0, 1)])
+        run, other = (db.create_run(session=s, name=n, model=n, backend="transformers", dataset_id=ds)
+                      for n in ("run", "other"))
+        db.insert_results(session=s, run_id=run, results=[
+            dict(example_id=keys[k], output=f"{k} said", output_tokens=2, finish_reason="error" if k == "b1" else "stop",
+                 metrics={}) for k in ("b1", "a0", "b0")], higher_is_better={})
+        db.insert_results(session=s, run_id=other, results=[
+            dict(example_id=keys["a1"], output="another run", output_tokens=2, finish_reason="stop", metrics={})],
+            higher_is_better={})
+        assert db.get_run(session=s, run_id=run)["turns"] == "rollout"
+    with sf() as s:
+        assert db.conversation_answers(session=s, run_id=run) == {("a", 0): "a0 said", ("b", 0): "b0 said",
+                                                                  ("b", 1): None}
+        assert db.conversation_answers(session=s, run_id=run, conversation_ids=["b", "zzz"]) == {
+            ("b", 0): "b0 said", ("b", 1): None}
+        assert db.conversation_answers(session=s, run_id=run, conversation_ids=[]) == {}
+        assert db.conversation_answers(session=s, run_id=other, conversation_ids={"a"}) == {("a", 1): "another run"}
