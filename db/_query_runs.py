@@ -213,13 +213,13 @@ def conversation_answers(*, session: Session, run_id: int,
     ``rollout`` run's later turns were answered after. All of the run's conversations, or those given."""
     stmt = (select(ExampleRow.conversation_id, ExampleRow.turn_index, Result.output, Result.finish_reason)
             .join(ExampleRow, ExampleRow.id == Result.example_id).where(Result.run_id == run_id))
-    wanted = None if conversation_ids is None else sorted(set(conversation_ids))
-    out: dict[tuple[str, int], Optional[str]] = {}
-    for part in ([None] if wanted is None else [wanted[i:i + 500] for i in range(0, len(wanted), 500)]):
-        rows = session.execute(stmt if part is None else stmt.where(ExampleRow.conversation_id.in_(part)))
-        for conv, turn, output, finish in rows:
-            out[(conv, turn)] = None if finish == "error" else output
-    return out
+    if conversation_ids is None:
+        statements = [stmt]
+    else:
+        wanted = sorted(set(conversation_ids))
+        statements = [stmt.where(ExampleRow.conversation_id.in_(wanted[i:i + 500])) for i in range(0, len(wanted), 500)]
+    return {(conv, turn): None if finish == "error" else output
+            for s in statements for conv, turn, output, finish in session.execute(s)}
 
 
 def export_rows(*, session: Session, run_id: int, chunk: int = 1000) -> Iterator[dict[str, Any]]:
