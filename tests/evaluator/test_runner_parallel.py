@@ -110,11 +110,30 @@ def process_tree(pid: int) -> list[int]:
 
 
 def kill_tree(pid: int) -> None:
-    for p in process_tree(pid):
+    """SIGKILL ``pid`` and its descendants, and return once none of them runs any more.
+
+    A killed process still answers ``kill(pid, 0)`` while the kernel tears down its address space (a
+    torch worker takes a moment), so a resume started at once could find its writer alive; waiting for
+    every process to be gone or a zombie is what "the machine went down" means."""
+    tree = process_tree(pid)
+    for p in tree:
         try:
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    deadline = time.monotonic() + 60
+    while any(running(p) for p in tree):
+        assert time.monotonic() < deadline, f"processes {tree} outlived SIGKILL by 60 s"
+        time.sleep(0.05)
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (killed, not yet reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def result_count(url: str) -> int:

@@ -461,3 +461,74 @@ def test_conversation_answers_are_the_runs_own_outputs_by_conversation_and_turn(
             ("b", 0): "b0 said", ("b", 1): None}
         assert db.conversation_answers(session=s, run_id=run, conversation_ids=[]) == {}
         assert db.conversation_answers(session=s, run_id=other, conversation_ids={"a"}) == {("a", 1): "another run"}
+
+
+REPRO = dict(dataset_sha256="d" * 8, base_model_fingerprint="m" * 8, adapter_sha256=None, eval_code_sha256="c" * 8,
+             packages={"torch": "2.13"})
+CONFIG = dict(split="test", turns="last", metrics=["bleu"], backend="transformers", max_length=2048)
+GENERATION = dict(max_new_tokens=64, temperature=0.0)
+
+
+def reusable_store(any_engine):
+    """On dataset "a": three finished runs with the same settings (created on days 1, 3 and 2), a running
+    one and a failed one (both newer); one finished run on dataset "b"."""
+    sf = db.session_factory(any_engine)
+    with sf.begin() as s:
+        a = db.get_or_create_dataset(session=s, name="a.jsonl", split="test")
+        b = db.get_or_create_dataset(session=s, name="b.jsonl", split="test")
+        ids = {}
+        for name, ds, day, status in (("day1", a, 1, "finished"), ("day3", a, 3, "finished"), ("day2", a, 2, "finished"),
+                                      ("running", a, 9, "running"), ("failed", a, 8, "failed"), ("other", b, 7, "finished")):
+            ids[name] = db.create_run(session=s, name=name, model="m", backend="transformers", dataset_id=ds,
+                                      generation=dict(GENERATION), config=dict(CONFIG), repro=dict(REPRO))
+            db.update_run(session=s, run_id=ids[name], status=status, created_at=T0 + dt.timedelta(days=day))
+    return sf, a, ids
+
+
+def test_the_reusable_run_is_the_newest_finished_one_of_its_dataset_with_the_same_settings(any_engine):
+    sf, a, ids = reusable_store(any_engine)
+
+    def reuse(*, generation=GENERATION, config=CONFIG, repro=REPRO, exclude=()):
+        with sf() as s:
+            return db.find_reusable_run(session=s, dataset_id=a, generation=dict(generation), config=dict(config),
+                                        repro=dict(repro), exclude=exclude)
+
+    assert reuse() == ids["day3"]  # newest by date, not by id; neither running nor failed
+    assert reuse(exclude=(ids["day3"],)) == ids["day2"]
+    assert reuse(exclude=[ids["day3"], ids["day2"]]) == ids["day1"]
+    assert reuse(exclude=(ids["day1"], ids["day2"], ids["day3"])) is None
+    with sf.begin() as s:  # a tie on the date: the higher id wins
+        db.update_run(session=s, run_id=ids["day1"], created_at=T0 + dt.timedelta(days=3))
+    assert reuse() == max(ids["day1"], ids["day3"])
+    # Every setting counts: generation, each reuse config key, each reuse hash, the package versions.
+    assert reuse(generation={**GENERATION, "temperature": 0.7}) is None
+    assert reuse(generation={}) is None
+    for key in db.REUSE_CONFIG_KEYS:
+        assert reuse(config={**CONFIG, key: "changed"}) is None, key
+    assert reuse(config={**CONFIG, "notes": "not a reuse key"}) == max(ids["day1"], ids["day3"])
+    for key in db.REUSE_REPRO_KEYS:
+        assert reuse(repro={**REPRO, key: "changed"}) is None, key
+    assert reuse(repro={**REPRO, "packages": {"torch": "2.14"}}) is None
+    assert reuse(repro={**REPRO, "created_by": "not a reuse key"}) == max(ids["day1"], ids["day3"])
+    # A hash that is unknown (missing or empty) is never matched, even by a run that lacks it too.
+    for key in ("dataset_sha256", "base_model_fingerprint", "eval_code_sha256"):
+        with sf.begin() as s:
+            for run in ids.values():
+                db.update_run(session=s, run_id=run, repro={**REPRO, key: None})
+        assert reuse(repro={**REPRO, key: None}) is None, key
+        assert reuse(repro={**REPRO, key: ""}) is None, key
+        with sf.begin() as s:
+            for run in ids.values():
+                db.update_run(session=s, run_id=run, repro=dict(REPRO))
+    assert reuse() == max(ids["day1"], ids["day3"])
+
+
+def test_a_run_without_stored_settings_is_reused_only_by_a_request_without_them(any_engine):
+    sf, a, ids = reusable_store(any_engine)
+    with sf.begin() as s:
+        db.update_run(session=s, run_id=ids["day3"], generation=None, config=None)
+    with sf() as s:
+        found = db.find_reusable_run(session=s, dataset_id=a, generation={}, config={}, repro=dict(REPRO))
+        assert found == ids["day3"]
+        assert db.find_reusable_run(session=s, dataset_id=a, generation=dict(GENERATION), config=dict(CONFIG),
+                                    repro=dict(REPRO)) == ids["day2"]
