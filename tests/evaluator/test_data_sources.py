@@ -1,8 +1,10 @@
 """Where rows come from: local files, save_to_disk directories, Hub ids (evaluator.data)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from evaluator.data import DataError, load_examples
+from evaluator.data._read import file_fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parents[1] / "support" / "fixtures" / "data"
@@ -196,6 +199,31 @@ def test_save_to_disk_rows_match_the_same_rows_from_jsonl(disk_dataset, tmp_path
     assert [e.key for e in from_disk.examples] == [e.key for e in from_jsonl.examples]
 
 
+def test_a_save_to_disk_directory_is_known_by_its_content_and_its_name(disk_dataset, tmp_path):
+    test, train = (load_examples(str(disk_dataset), split=split) for split in ("test", "train"))
+    assert test.display_name == "dd"  # the directory's name, not its path
+    assert test.fingerprint.startswith("datasets:") and len(test.fingerprint) > len("datasets:")
+    assert train.fingerprint.startswith("datasets:") and train.fingerprint != test.fingerprint
+    copy = shutil.copytree(disk_dataset, tmp_path / "elsewhere" / "copy")  # a clone in another directory
+    moved = load_examples(str(copy), split="test")
+    assert (moved.fingerprint, moved.display_name) == (test.fingerprint, "copy")
+
+
+def test_a_files_fingerprint_is_its_content_wherever_it_lies(tmp_path):
+    for folder in "abc":
+        (tmp_path / folder).mkdir()
+    first = write_jsonl(tmp_path / "a" / "d.jsonl", ROWS)
+    same = write_jsonl(tmp_path / "b" / "other-name.jsonl", ROWS)
+    other = write_jsonl(tmp_path / "c" / "d.jsonl", ROWS[:1])
+    fingerprint = load_examples(first).fingerprint
+    assert fingerprint == "sha256:" + hashlib.sha256(Path(first).read_bytes()).hexdigest()
+    assert (load_examples(same).fingerprint, load_examples(same).display_name) == (fingerprint, "other-name.jsonl")
+    assert load_examples(other).fingerprint != fingerprint
+    big = tmp_path / "big.jsonl"  # more than one read of 1 MiB: every byte counts
+    big.write_bytes(Path(first).read_bytes() * 40_000)
+    assert file_fingerprint(big) == "sha256:" + hashlib.sha256(big.read_bytes()).hexdigest()
+
+
 def test_save_to_disk_missing_split_raises_data_error(disk_dataset):
     with pytest.raises(DataError, match=r"split 'validation' is not in .*splits: test, train.*--split"):
         load_examples(str(disk_dataset), split="validation")
@@ -226,12 +254,16 @@ def test_hub_id_with_config_is_loaded_through_datasets(monkeypatch):
 
     def fake_load_dataset(path, name=None, split=None):
         calls.append((path, name, split))
-        return datasets.Dataset.from_list(ROWS)
+        made.append(datasets.Dataset.from_list(ROWS))
+        return made[-1]
 
+    made = []
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     res = load_examples("owner/name:main", split="test", limit=1)
     assert calls == [("owner/name", "main", "test")]
     assert (res.name, res.n_rows, res.examples[0].reference) == ("owner/name:main", 1, "a1")
+    assert res.display_name == "owner/name:main"
+    assert res.fingerprint == f"datasets:{made[0]._fingerprint}"
 
 
 def test_hub_unknown_split_raises_data_error(monkeypatch):

@@ -296,6 +296,12 @@ def test_baselines_of_a_run_are_the_runs_evaluated_for_it_in_id_order(store):
         links = db.baseline_links(session=s, run_ids=[later])
         assert links == [dict(candidate_id=ids["newer"], baseline_id=later, reused=False),
                          dict(candidate_id=ids["third"], baseline_id=later, reused=True)]
+        # a run's links as either side, and every link, by candidate then baseline
+        assert db.baseline_links(session=s, run_ids=[ids["older"]]) == [
+            dict(candidate_id=ids["newer"], baseline_id=ids["older"], reused=False),
+            dict(candidate_id=ids["older"], baseline_id=ids["third"], reused=False)]
+        assert [(link["candidate_id"], link["baseline_id"]) for link in db.baseline_links(session=s)] == sorted(
+            [(ids["newer"], later), (ids["newer"], ids["older"]), (ids["older"], ids["third"]), (ids["third"], later)])
         runs = {r["id"]: r for r in db.list_runs(session=s)}
     assert runs[ids["newer"]]["baselines"] == sorted([ids["older"], later], reverse=True)  # newest first
     assert [runs[ids[k]]["is_baseline"] for k in ("newer", "older", "third")] == [False, True, True]
@@ -463,6 +469,25 @@ def test_conversation_answers_are_the_runs_own_outputs_by_conversation_and_turn(
         assert db.conversation_answers(session=s, run_id=other, conversation_ids={"a"}) == {("a", 1): "another run"}
 
 
+def test_conversation_answers_for_more_conversations_than_one_statement_asks_about(any_engine):
+    """1,201 conversations asked for, read 500 per statement: every one comes back, once."""
+    sf = db.session_factory(any_engine)
+    names = [f"c{i:04d}" for i in range(1201)]
+    with sf.begin() as s:
+        ds = db.get_or_create_dataset(session=s, name="many.jsonl", split="test", turns="rollout")
+        keys = db.upsert_examples(session=s, dataset_id=ds, examples=[
+            dict(key=c, row_index=i, messages=[{"role": "user", "content": c}], conversation_id=c, turn_index=0)
+            for i, c in enumerate(names)])
+        run = db.create_run(session=s, name="run", model="m", backend="transformers", dataset_id=ds)
+        db.insert_results(session=s, run_id=run, results=[
+            dict(example_id=keys[c], output=f"{c} said", output_tokens=2, finish_reason="stop", metrics={})
+            for c in names], higher_is_better={})
+    with sf() as s:
+        asked = list(reversed(names)) + names[:3]  # in any order, with repeats
+        assert db.conversation_answers(session=s, run_id=run, conversation_ids=asked) == {
+            (c, 0): f"{c} said" for c in names}
+
+
 REPRO = dict(dataset_sha256="d" * 8, base_model_fingerprint="m" * 8, adapter_sha256=None, eval_code_sha256="c" * 8,
              packages={"torch": "2.13"})
 CONFIG = dict(split="test", turns="last", metrics=["bleu"], backend="transformers", max_length=2048)
@@ -510,6 +535,19 @@ def test_the_reusable_run_is_the_newest_finished_one_of_its_dataset_with_the_sam
         assert reuse(repro={**REPRO, key: "changed"}) is None, key
     assert reuse(repro={**REPRO, "packages": {"torch": "2.14"}}) is None
     assert reuse(repro={**REPRO, "created_by": "not a reuse key"}) == max(ids["day1"], ids["day3"])
+    # A newer run that differs does not hide an older one that matches.
+    newest = max(ids["day1"], ids["day3"])
+    for change in (dict(generation={"max_new_tokens": 8}), dict(config={**CONFIG, "split": "train"}),
+                   dict(repro={**REPRO, "adapter_sha256": "a" * 8}), dict(repro={**REPRO, "packages": {}})):
+        with sf.begin() as s:
+            db.update_run(session=s, run_id=ids["day1"], **change)
+            db.update_run(session=s, run_id=ids["day3"], **change)
+        assert reuse() == ids["day2"], change
+        with sf.begin() as s:
+            for run in (ids["day1"], ids["day3"]):
+                db.update_run(session=s, run_id=run, generation=dict(GENERATION), config=dict(CONFIG),
+                              repro=dict(REPRO))
+    assert reuse() == newest
     # A hash that is unknown (missing or empty) is never matched, even by a run that lacks it too.
     for key in ("dataset_sha256", "base_model_fingerprint", "eval_code_sha256"):
         with sf.begin() as s:
@@ -532,3 +570,42 @@ def test_a_run_without_stored_settings_is_reused_only_by_a_request_without_them(
         assert found == ids["day3"]
         assert db.find_reusable_run(session=s, dataset_id=a, generation=dict(GENERATION), config=dict(CONFIG),
                                     repro=dict(REPRO)) == ids["day2"]
+
+
+def test_run_categories_are_those_of_the_runs_own_results(any_engine):
+    """A category whose examples only another run of the same dataset answered is not the run's."""
+    sf = db.session_factory(any_engine)
+    with sf.begin() as s:
+        ds = db.get_or_create_dataset(session=s, name="cats.jsonl", split="test")
+        keys = db.upsert_examples(session=s, dataset_id=ds, examples=[
+            dict(key=f"k{i}", row_index=i, messages=[{"role": "user", "content": f"q{i}"}], category=cat)
+            for i, cat in enumerate(["x", "y", "z", "x", None])])
+        a, b = (db.create_run(session=s, name=n, model=n, backend="transformers", dataset_id=ds) for n in "ab")
+        for run, answered in ((a, ("k0", "k1", "k4")), (b, ("k2",))):
+            db.insert_results(session=s, run_id=run, results=[
+                dict(example_id=keys[k], output="o", output_tokens=1, finish_reason="stop", metrics={})
+                for k in answered], higher_is_better={})
+        empty = db.create_run(session=s, name="empty", model="e", backend="transformers", dataset_id=ds)
+    with sf() as s:
+        assert db.run_categories(session=s, run_id=a) == ["x", "y"]
+        assert db.run_categories(session=s, run_id=b) == ["z"]
+        assert db.run_categories(session=s, run_id=empty) == []
+        assert db.run_categories(session=s, run_id=9999) == []
+
+
+def test_the_run_list_shows_and_searches_where_each_dataset_was_read_from(any_engine):
+    sf = db.session_factory(any_engine)
+    with sf.begin() as s:
+        hub = db.get_or_create_dataset(session=s, name="support", split="test", fingerprint="f1",
+                                       source="acme/support-chats")
+        local = db.get_or_create_dataset(session=s, name="local.jsonl", split="test", fingerprint="f2",
+                                         source="/data/local.jsonl")
+        on_hub = db.create_run(session=s, name="hub", model="m", backend="transformers", dataset_id=hub)
+        on_disk = db.create_run(session=s, name="disk", model="m", backend="transformers", dataset_id=local)
+    with sf() as s:
+        runs = {r["id"]: r for r in db.list_runs(session=s)}
+        assert runs[on_hub]["dataset_source"] == "acme/support-chats"
+        assert runs[on_disk]["dataset_source"] == "/data/local.jsonl"
+        assert runs[on_hub]["baselines"] == [] and runs[on_hub]["is_baseline"] is False
+        assert [r["id"] for r in db.list_runs(session=s, dataset="acme/")] == [on_hub]  # by source
+        assert [r["id"] for r in db.list_runs(session=s, dataset="local.js")] == [on_disk]  # by name
