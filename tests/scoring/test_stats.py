@@ -124,6 +124,9 @@ def test_a_paired_corpus_test_on_too_few_examples_has_values_but_no_interval():
     assert out["delta"] == pytest.approx(out["value_a"] - out["value_b"]) and out["value_a"] > out["value_b"]
     two = paired_corpus_test(CORPUS_BLEU.stats(_samples(HYPS[:2])), CORPUS_BLEU.stats(_samples(HYPS_B[:2])), score)
     assert two["ci_low"] is not None and two["p_value"] is not None  # two examples can be resampled
+    assert two["p_resamples"] == 1000 and paired_corpus_test(
+        CORPUS_BLEU.stats(_samples(HYPS[:2])), CORPUS_BLEU.stats(_samples(HYPS_B[:2])), score,
+        n_resamples=200)["p_resamples"] == 200
 
 
 def test_the_paired_corpus_test_is_the_same_on_every_call():
@@ -142,6 +145,8 @@ def test_a_lower_is_better_difference_under_one_is_a_win():
     assert wins_ties_losses([0.2, 1.5, 3.0], [0.7, 1.5, 2.5], higher_is_better=False) == (1, 1, 1)
     assert wins_ties_losses([0.2, 1.5, 3.0], [0.7, 1.5, 2.5], higher_is_better=True) == (1, 1, 1)
     assert wins_ties_losses([0.5], [0.2], higher_is_better=False) == (0, 0, 1)
+    # A difference of exactly the tolerance is a tie; relative above 1 in magnitude (exact binary fractions)
+    assert wins_ties_losses([0.0, 4.0, 0.0], [0.25, 5.0, 0.5], higher_is_better=True, rel_tol=0.25) == (0, 2, 1)
 
 
 @pytest.mark.parametrize("corpus,metric_cls", [(CORPUS_BLEU, "BLEU"), (CORPUS_CHRF, "CHRF")])
@@ -333,6 +338,10 @@ def test_a_corpus_resample_without_a_score_leaves_the_interval_out():
     assert (out["value_a"], out["value_b"], out["delta"]) == (1.0, 2.0, -1.0)
     assert (out["ci_low"], out["ci_high"], out["p_value"]) == (None, None, None)
     assert corpus_ci(a, _ratio) == (1.0, None, None)
+    # Only one side's resamples lack a score: still no interval.
+    for x, y in ((a, np.array([[2.0, 1.0], [1.0, 1.0]])), (np.array([[2.0, 1.0], [1.0, 1.0]]), a)):
+        out = paired_corpus_test(x, y, _ratio)
+        assert (out["ci_low"], out["ci_high"], out["p_value"], out["p_resamples"]) == (None, None, None, None)
 
 
 # The code and the textbook version differ only in scipy.special.ndtr/ndtri against scipy.stats.norm: over
@@ -450,6 +459,11 @@ def test_a_floored_p_value_stops_at_the_first_count_of_resamples_that_sees_an_ex
     extreme = int(np.count_nonzero(np.abs(means - d.mean()) >= abs(d.mean())))
     out = paired_mean_test(a, b)
     assert extreme > 0 and out["p_resamples"] == 10000 and out["p_value"] == (1 + extreme) / 10001
+    # Another seed: its 1,000 resamples see none either, and its 10,000 (not SEED's) give the p-value.
+    assert not np.any(np.abs(bootstrap_means(d, n_resamples=1000, seed=5) - d.mean()) >= abs(d.mean()))
+    means = bootstrap_means(d, n_resamples=10000, seed=5)
+    other = int(np.count_nonzero(np.abs(means - d.mean()) >= abs(d.mean())))
+    assert other != extreme and paired_mean_test(a, b, seed=5)["p_value"] == (1 + other) / 10001
 
 
 def test_no_difference_has_p_one_from_the_usual_resamples():

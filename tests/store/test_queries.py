@@ -240,3 +240,38 @@ def test_verdict_filter_matches_each_reviewers_latest_verdict(seeded):
         failed = db.page_results(session=s, query=db.ResultQuery(run_id=ids["candidate"], verdict="fail: model error"))
     assert passed.total == 0  # ann changed her mind
     assert _keys(failed) == ["k1"]
+
+
+def test_sorting_by_a_column_orders_by_it_then_result_id_with_empty_values_last(any_engine):
+    """Sort by row, latency or finish reason, both ways, alone and with the filters that join examples: values
+    in order, ties by result id, results without a value last either way."""
+    sf = db.session_factory(any_engine)
+    latency = [30.0, None, 10.0, 20.0, None, 10.0]
+    finish = ["stop", "length", "stop", "error", "length", "stop"]
+    with sf.begin() as s:
+        ds = db.get_or_create_dataset(session=s, name="sorted.jsonl", split="test")
+        keys = db.upsert_examples(session=s, dataset_id=ds, examples=[
+            dict(key=f"k{i}", row_index=(7 * i) % 6, messages=[{"role": "user", "content": f"q{i}"}],
+                 category="odd" if i % 2 else "even", tags=["t"] if i < 4 else []) for i in range(6)])
+        run = db.create_run(session=s, name="r", model="m", backend="transformers", dataset_id=ds)
+        order = [3, 0, 5, 1, 4, 2]  # result ids in another order than keys and rows
+        db.insert_results(session=s, run_id=run, results=[
+            dict(example_id=keys[f"k{i}"], output="o", output_tokens=1, finish_reason=finish[i], latency_ms=latency[i])
+            for i in order], higher_is_better={})
+    rid = {f"k{i}": n for n, i in enumerate(order)}
+    values = {"row": {f"k{i}": (7 * i) % 6 for i in range(6)}, "latency_ms": {f"k{i}": latency[i] for i in range(6)},
+              "finish_reason": {f"k{i}": finish[i] for i in range(6)}}
+
+    def expected(sort, descending, keep):
+        valued = sorted((k for k in keep if values[sort][k] is not None),
+                        key=lambda k: (values[sort][k], -rid[k] if descending else rid[k]), reverse=descending)
+        return valued + sorted((k for k in keep if values[sort][k] is None), key=rid.get)
+
+    with sf() as s:
+        for sort in ("row", "latency_ms", "finish_reason"):
+            for descending in (False, True):
+                for filters, keep in (({}, list(values["row"])), (dict(category="odd"), ["k1", "k3", "k5"]),
+                                      (dict(tag="t"), ["k0", "k1", "k2", "k3"]), (dict(text="q4"), ["k4"])):
+                    q = db.ResultQuery(run_id=run, sort=sort, descending=descending, **filters)
+                    page = db.page_results(session=s, query=q)
+                    assert _keys(page) == expected(sort, descending, keep), (sort, descending, filters)

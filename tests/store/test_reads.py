@@ -606,6 +606,7 @@ def test_the_run_list_shows_and_searches_where_each_dataset_was_read_from(any_en
         runs = {r["id"]: r for r in db.list_runs(session=s)}
         assert runs[on_hub]["dataset_source"] == "acme/support-chats"
         assert runs[on_disk]["dataset_source"] == "/data/local.jsonl"
+        assert db.get_run(session=s, run_id=on_hub)["dataset_source"] == "acme/support-chats"
         assert runs[on_hub]["baselines"] == [] and runs[on_hub]["is_baseline"] is False
         assert [r["id"] for r in db.list_runs(session=s, dataset="acme/")] == [on_hub]  # by source
         assert [r["id"] for r in db.list_runs(session=s, dataset="local.js")] == [on_disk]  # by name
