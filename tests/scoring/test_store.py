@@ -177,7 +177,8 @@ def test_comparing_runs_with_no_values_in_common_warns_and_stores_nothing(engine
     run_a, run_b = _two_runs_with(sf, [{"m1": 1.0}] * 3, [{"m2": 1.0}] * 3, {"m1": True, "m2": True})
     with caplog.at_level("WARNING", logger="evaluator.scoring._compare"):
         assert compare_runs(session_factory=sf, run_a_id=run_a, run_b_id=run_b) == []
-    assert f"runs {run_a} and {run_b} have no examples with metric values in common" in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.name == "evaluator.scoring._compare"] == [
+        f"runs {run_a} and {run_b} have no examples with metric values in common"]
     with sf() as s:
         assert db.stored_comparisons(session=s, run_a_id=run_a, run_b_id=run_b) == []
 
