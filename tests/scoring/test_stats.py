@@ -243,6 +243,11 @@ def test_large_resample_matrices_come_in_blocks_that_still_resample_every_exampl
     stacked = np.vstack(blocks)
     assert stacked.shape == (40, 50) and np.all(stacked.sum(axis=1) == 50)
     assert np.array_equal(np.vstack(list(_stats.resample_counts(50, 40, 7))), stacked)  # reproducible
+    # Exactly at the limit, still one draw, as sacrebleu draws it.
+    monkeypatch.setattr(_stats, "_SINGLE_DRAW_LIMIT", 50 * 40)
+    (one,) = list(_stats._draw_counts(50, 40, 7))
+    idx = np.random.default_rng(7).choice(50, size=(40, 50), replace=True)
+    assert np.array_equal(one, np.stack([np.bincount(row, minlength=50) for row in idx]).astype(float))
 
 
 # ---------------------------------------------------------------- arguments reach the bootstrap

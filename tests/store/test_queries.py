@@ -138,6 +138,11 @@ def test_filters_by_category_tag_failure_and_verdict(seeded):
     assert _keys(cat) == ["k1", "k3", "k5"]
     assert tag.total == 6
     assert empty.total == 6 and empty.rows[0]["failures"] == ["empty"]
+    with Session() as s:  # "none": results without any failure (every baseline answer here is empty)
+        for run, n in ((ids["candidate"], 6), (ids["baseline"], 0)):
+            assert db.page_results(session=s, query=db.ResultQuery(run_id=run, failure="none")).total == n
+        second = db.page_results(session=s, query=db.ResultQuery(run_id=ids["candidate"]), page=1, page_size=4)
+    assert (_keys(second), second.total, second.page, second.page_size) == (["k4", "k5"], 6, 1, 4)
     assert none.total == 0
     assert _keys(passed) == ["k1"]
     assert unrev.total == 5
