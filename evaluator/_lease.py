@@ -145,15 +145,18 @@ def _dead_here(writer: Optional[str]) -> bool:
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
-    if pid == os.getpid():
-        return False
+    return pid != os.getpid() and process_gone(pid)
+
+
+def process_gone(pid: int) -> bool:
+    """No process of this machine runs as ``pid`` any more: none exists, or it was killed and its parent has
+    not reaped it yet (a zombie, which still answers kill(pid, 0))."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, someone else's
         return False
-    # A killed process whose parent has not reaped it yet (a zombie) still answers kill(pid, 0).
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 import db
 from evaluator._distributed import shard
+from evaluator._lease import process_gone
 from evaluator._runner import resume_config, run_evaluation
 from evaluator.config import build_config
 from tests.support.runner import chat_rows, make_varied_model, write_jsonl
@@ -122,18 +123,9 @@ def kill_tree(pid: int) -> None:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + 60
-    while any(running(p) for p in tree):
+    while not all(process_gone(p) for p in tree):
         assert time.monotonic() < deadline, f"processes {tree} outlived SIGKILL by 60 s"
         time.sleep(0.05)
-
-
-def running(pid: int) -> bool:
-    """The process exists and is not a zombie (killed, not yet reaped)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 def result_count(url: str) -> int:

@@ -15,15 +15,20 @@ def judged(any_store_url):
     engine.dispose()
 
 
+def _selected(session, seed, kind: str) -> list[str]:
+    """Keys of the candidate's examples that the judge filter ``kind`` selects, sorted."""
+    names = {v: k for k, v in seed["example_ids"].items()}
+    page = db.page_results(session=session, query=db.ResultQuery(run_id=seed["candidate"], judge=kind), page=0,
+                           page_size=50)
+    assert page.total == len(page.rows)
+    return sorted(names[r["example_id"]] for r in page.rows)
+
+
 def test_the_judge_filter_selects_by_the_verdict_averaged_over_both_orders(judged):
     url, engine, seed = judged
-    ids = {v: k for k, v in seed["example_ids"].items()}
     with db.session_factory(engine)() as s:
         def keys(kind):
-            page = db.page_results(session=s, query=db.ResultQuery(run_id=seed["candidate"], judge=kind), page=0,
-                                   page_size=50)
-            assert page.total == len(page.rows)
-            return sorted(ids[r["example_id"]] for r in page.rows)
+            return _selected(s, seed, kind)
 
         assert keys("better") == ["k1"]
         assert keys("worse") == ["k2"]
@@ -82,11 +87,9 @@ def test_a_verdict_is_averaged_per_judge_and_baseline_never_across_them(judged):
             # a grade of k2's answer alone (no baseline) is not a preference, whatever it holds
             dict(candidate_id=cand, baseline_id=None, example_id=ids["k2"], order="ab", judge="j", mode="single",
                  judge_key="d" * 64, preference=1.0, score=10.0)])
-    names = {v: k for k, v in ids.items()}
     with db.session_factory(engine)() as s:
         def keys(kind):
-            page = db.page_results(session=s, query=db.ResultQuery(run_id=cand, judge=kind), page=0, page_size=50)
-            return sorted(names[r["example_id"]] for r in page.rows)
+            return _selected(s, seed, kind)
 
         assert keys("better") == ["k0", "k1", "k4"]
         assert keys("worse") == ["k0", "k2", "k4"]

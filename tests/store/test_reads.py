@@ -518,12 +518,18 @@ def test_the_reusable_run_is_the_newest_finished_one_of_its_dataset_with_the_sam
             return db.find_reusable_run(session=s, dataset_id=a, generation=dict(generation), config=dict(config),
                                         repro=dict(repro), exclude=exclude)
 
+    def store(runs, **fields):
+        with sf.begin() as s:
+            for run in runs:
+                db.update_run(session=s, run_id=run, **fields)
+
+    same = dict(generation=dict(GENERATION), config=dict(CONFIG), repro=dict(REPRO))
+
     assert reuse() == ids["day3"]  # newest by date, not by id; neither running nor failed
     assert reuse(exclude=(ids["day3"],)) == ids["day2"]
     assert reuse(exclude=[ids["day3"], ids["day2"]]) == ids["day1"]
     assert reuse(exclude=(ids["day1"], ids["day2"], ids["day3"])) is None
-    with sf.begin() as s:  # a tie on the date: the higher id wins
-        db.update_run(session=s, run_id=ids["day1"], created_at=T0 + dt.timedelta(days=3))
+    store([ids["day1"]], created_at=T0 + dt.timedelta(days=3))  # a tie on the date: the higher id wins
     assert reuse() == max(ids["day1"], ids["day3"])
     # Every setting counts: generation, each reuse config key, each reuse hash, the package versions.
     assert reuse(generation={**GENERATION, "temperature": 0.7}) is None
@@ -539,25 +545,16 @@ def test_the_reusable_run_is_the_newest_finished_one_of_its_dataset_with_the_sam
     newest = max(ids["day1"], ids["day3"])
     for change in (dict(generation={"max_new_tokens": 8}), dict(config={**CONFIG, "split": "train"}),
                    dict(repro={**REPRO, "adapter_sha256": "a" * 8}), dict(repro={**REPRO, "packages": {}})):
-        with sf.begin() as s:
-            db.update_run(session=s, run_id=ids["day1"], **change)
-            db.update_run(session=s, run_id=ids["day3"], **change)
+        store([ids["day1"], ids["day3"]], **change)
         assert reuse() == ids["day2"], change
-        with sf.begin() as s:
-            for run in (ids["day1"], ids["day3"]):
-                db.update_run(session=s, run_id=run, generation=dict(GENERATION), config=dict(CONFIG),
-                              repro=dict(REPRO))
+        store([ids["day1"], ids["day3"]], **same)
     assert reuse() == newest
     # A hash that is unknown (missing or empty) is never matched, even by a run that lacks it too.
     for key in ("dataset_sha256", "base_model_fingerprint", "eval_code_sha256"):
-        with sf.begin() as s:
-            for run in ids.values():
-                db.update_run(session=s, run_id=run, repro={**REPRO, key: None})
+        store(ids.values(), repro={**REPRO, key: None})
         assert reuse(repro={**REPRO, key: None}) is None, key
         assert reuse(repro={**REPRO, key: ""}) is None, key
-        with sf.begin() as s:
-            for run in ids.values():
-                db.update_run(session=s, run_id=run, repro=dict(REPRO))
+        store(ids.values(), repro=dict(REPRO))
     assert reuse() == max(ids["day1"], ids["day3"])
 
 

@@ -39,6 +39,12 @@ with tempfile.TemporaryDirectory() as _warm:
 gc.freeze()
 
 
+# mutmut's first pass times only each test's call, but a test's fixtures can cost far more (a seeded store, a
+# scored run: 0.1-1.5 s against calls of milliseconds), and ordering by calls alone ran those files first.
+FIXTURE_TIMES = "mutation-fixture-times.json"
+_fixture_times: dict[str, float] = {}
+
+
 def _durations() -> dict[str, float]:
     """Each test's measured time: its call (mutmut's first pass, which records only calls) plus its set-up and
     tear-down (recorded by this plugin in that same pass). Each session runs in mutants/."""
@@ -51,12 +57,6 @@ def _durations() -> dict[str, float]:
     except (OSError, ValueError):
         fixtures = {}
     return {test: seconds + fixtures.get(test, 0.0) for test, seconds in calls.items()}
-
-
-# mutmut's first pass times only each test's call, but a test's fixtures can cost far more (a seeded store, a
-# scored run: 0.1-1.5 s against calls of milliseconds), and ordering by calls alone ran those files first.
-FIXTURE_TIMES = "mutation-fixture-times.json"
-_fixture_times: dict[str, float] = {}
 
 
 def pytest_runtest_logreport(report):
