@@ -4,7 +4,13 @@ dataset (oldest first), the examples two versions newly broke or fixed, and flak
 Query parameters: dataset (id), key (example key) or example (example id, e.g. from the browser),
 family (the model family whose runs are the versions; "*" for every run of the dataset), metric,
 thr (pass threshold; default: the dataset's stored one), a, b (the two versions compared: before, after), axis
-(date: the chart's x axis by run date instead of version order).
+(date: the chart's x axis by run date instead of version order), view (what the page shows: "example", one
+example across versions; "changes", what two versions newly broke or fixed; "flaky"; default: the example when
+the link names one, else the changes).
+
+One section at a time: each is computed only when shown, so a link to one example does not wait for a
+dataset-wide pass over every version's results (on a 1M-result store the three together took a second of a
+first load's two; docs/dashboard.md).
 
 A result passes when its metric is on the good side of the threshold (>= for higher-is-better
 metrics, <= otherwise); flaky means scored in at least 3 versions and flipping pass/fail at least twice.
@@ -27,6 +33,9 @@ from dashboard import _threshold as threshold
 
 PAGE = "history"
 ALL = "*"
+VIEWS = {"example": "One example across versions", "changes": "Newly broken and fixed", "flaky": "Flaky examples"}
+
+
 @store.cached
 def load_dataset_runs(url: str, dataset_id: int) -> pd.DataFrame:
     rows = store.read(url, db.dataset_runs, dataset_id=dataset_id)
@@ -188,8 +197,12 @@ def _seed_widgets(url: str, p: dict[str, Any], ds_ids: list[int]) -> Optional[st
     family = links.param_str(p, "family")
     if family not in (*families, ALL):
         family = families[0] if families else ALL
+    view = links.param_str(p, "view")
+    if view not in VIEWS:
+        view = "example" if key else "changes"
     links.sync_widgets(PAGE, {"history_dataset": dataset_id, "history_family": family, "history_key": key,
-                              "history_axis": "run date" if links.param_str(p, "axis") == "date" else "version order"})
+                              "history_axis": "run date" if links.param_str(p, "axis") == "date" else "version order",
+                              "history_view": view})
     return key
 
 
@@ -309,17 +322,25 @@ def main() -> None:
     st.text(f"{len(v.ids)} versions: " + ", ".join(f"#{r.id} {r.name}" for r in v.versions.itertuples()))
     link_base = {"family": v.family, "metric": rule.metric, "thr": rule.threshold}
 
-    # 3. + 4. data and render, section by section
-    key = _example_section(url, v.dataset_id, linked_key, rule.metric, rule.threshold,
-                           rule.higher_is_better, v.ids)
-    a, b = _broken_and_fixed(url, p, v, rule, link_base)
-    _flaky(url, v, rule, link_base)
+    view = st.segmented_control("Show", list(VIEWS), key="history_view", required=True, format_func=VIEWS.get)
+
+    # 3. + 4. data and render: the chosen section only (the others keep their state in the link)
+    key = st.session_state.get("history_key") or linked_key
+    a, b = links.param_int(p, "a"), links.param_int(p, "b")
+    if view == "example":
+        key = _example_section(url, v.dataset_id, linked_key, rule.metric, rule.threshold,
+                               rule.higher_is_better, v.ids)
+    elif view == "changes":
+        a, b = _broken_and_fixed(url, p, v, rule, link_base)
+    else:
+        _flaky(url, v, rule, link_base)
 
     # widgets -> link
     links.write_params({
         "dataset": v.dataset_id, "key": key, "family": v.family, "metric": rule.metric,
         "thr": rule.threshold if rule.threshold != rule.default else None, "a": a, "b": b,
         "axis": "date" if st.session_state.get("history_axis") == "run date" else None,
+        "view": None if view == ("example" if key else "changes") else view,
     }, page=PAGE)
 
 
