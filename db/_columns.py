@@ -80,12 +80,24 @@ def metric_column(*, session: Session, run_id: int, metric: str) -> tuple[np.nda
     return _compute(session, run_id, mid).get(mid, (np.empty(0, np.int64), np.empty(0)))
 
 
+def align(ea: np.ndarray, eb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids in both, their positions in ``ea``, in ``eb``) of two ascending id arrays without repeats.
+
+    Two runs of one dataset usually hold the same examples: then the arrays are equal and the join is
+    the identity, which costs a comparison instead of a sort of both (8 ms per pair at 100k examples).
+    """
+    if len(ea) == len(eb) and np.array_equal(ea, eb):
+        idx = np.arange(len(ea))
+        return ea, idx, idx
+    return np.intersect1d(ea, eb, assume_unique=True, return_indices=True)
+
+
 def paired_metric(*, session: Session, run_a_id: int, run_b_id: int, metric: str
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(example ids, A values, B values) over the examples both runs have a value for."""
     ea, va = metric_column(session=session, run_id=run_a_id, metric=metric)
     eb, vb = metric_column(session=session, run_id=run_b_id, metric=metric)
-    common, ia, ib = np.intersect1d(ea, eb, assume_unique=True, return_indices=True)
+    common, ia, ib = align(ea, eb)
     a, b = va[ia], vb[ib]
     ok = ~(np.isnan(a) | np.isnan(b))
     return common[ok], a[ok], b[ok]

@@ -121,14 +121,18 @@ def paired_grid(*, session: Session, run_a_id: int, run_b_id: int, metric: str,
         return {"cells": [], "n": 0, "lo": None, "hi": None, "width": None}
     lo, hi = float(min(va.min(), vb.min())), float(max(va.max(), vb.max()))
     width = None
-    if np.unique(np.concatenate([va, vb])).size <= bins:
-        ca, cb = va, vb
+    distinct = np.unique(np.concatenate([va, vb]))
+    if distinct.size <= bins:
+        edges, ia, ib = distinct, np.searchsorted(distinct, va), np.searchsorted(distinct, vb)
     else:
         width = (hi - lo) / bins
-        ca = lo + np.minimum(np.floor((va - lo) / width), bins - 1) * width
-        cb = lo + np.minimum(np.floor((vb - lo) / width), bins - 1) * width
-    pairs, counts = np.unique(np.stack([ca, cb], axis=1), axis=0, return_counts=True)
-    cells = [(float(a), float(b), int(k)) for (a, b), k in zip(pairs, counts)]
+        edges = lo + np.arange(bins) * width
+        ia = np.minimum(np.floor((va - lo) / width), bins - 1).astype(np.int64)
+        ib = np.minimum(np.floor((vb - lo) / width), bins - 1).astype(np.int64)
+    # Each cell counted by its index: ascending codes are the cells in (a, b) order.
+    k = len(edges)
+    counts = np.bincount(ia * k + ib, minlength=k * k)
+    cells = [(float(edges[c // k]), float(edges[c % k]), int(counts[c])) for c in np.flatnonzero(counts)]
     return {"cells": cells, "n": int(len(va)), "lo": lo, "hi": hi, "width": width}
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import BigInteger, and_, case, func, or_, select, type_coerce
 from sqlalchemy.orm import Session, aliased
 
-from db._columns import metric_column
+from db._columns import align, metric_column
 from db._models import Annotation, ExampleRow, MetricValue, Result
 from db._query import _metric_id_map
 from db._values import FailureKind
@@ -85,7 +85,7 @@ def _two_columns(session: Session, run_id: int, metric_x: str, metric_y: str,
     """(example ids ascending, x, y) where both metrics have a value; x is 1 / x with ``invert_x`` (x > 0)."""
     ex, vx = metric_column(session=session, run_id=run_id, metric=metric_x)
     ey, vy = metric_column(session=session, run_id=run_id, metric=metric_y)
-    ids, ix, iy = np.intersect1d(ex, ey, assume_unique=True, return_indices=True)
+    ids, ix, iy = align(ex, ey)
     x, y = vx[ix], vy[iy]
     ok = ~(np.isnan(x) | np.isnan(y))
     if invert_x:

@@ -12,7 +12,7 @@ import numpy as np
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from db._columns import metric_column
+from db._columns import align, metric_column
 from db._models import Dataset, ExampleRow, Run
 from db._query import _like_pattern, contains_text
 
@@ -100,7 +100,7 @@ def broken_and_fixed(*, session: Session, before_run_id: int, after_run_id: int,
     """
     ea, va = metric_column(session=session, run_id=before_run_id, metric=metric)
     eb, vb = metric_column(session=session, run_id=after_run_id, metric=metric)
-    ids, ia, ib = np.intersect1d(ea, eb, assume_unique=True, return_indices=True)
+    ids, ia, ib = align(ea, eb)
     a, b = va[ia], vb[ib]
     ok = ~(np.isnan(a) | np.isnan(b))
     ids, a, b = ids[ok], a[ok], b[ok]
@@ -133,7 +133,10 @@ def flaky_examples(*, session: Session, run_ids: Sequence[int], metric: str, thr
     if len(order) < min_versions:
         return {"rows": [], "total": 0}
     columns = [metric_column(session=session, run_id=r, metric=metric) for r in order]
-    universe = np.unique(np.concatenate([c[0] for c in columns])) if columns else np.empty(0, np.int64)
+    # The runs of one dataset usually hold the same examples: then any one of them is the union (no sort).
+    universe = columns[0][0] if columns else np.empty(0, np.int64)
+    if not all(len(c[0]) == len(universe) and np.array_equal(c[0], universe) for c in columns):
+        universe = np.unique(np.concatenate([c[0] for c in columns]))
     # status[k, i]: -1 not scored, 0 fail, 1 pass, for run k (date order) and example universe[i]
     status = np.full((len(order), len(universe)), -1, dtype=np.int8)
     for k, (ids, vals) in enumerate(columns):

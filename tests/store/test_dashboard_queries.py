@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import numpy as np
 import pytest
 
 import db
+from db._columns import align
 from tests.support.dashboard_seed import seed_store
 
 
@@ -78,6 +80,18 @@ def test_paired_grid_counts_every_shared_example_once(store, pair, metric, bins,
         expected = Counter((cell(x), cell(y)) for _, x, y in pairs)
         got = Counter({(round((x - lo) / w), round((y - lo) / w)): n for x, y, n in grid["cells"]})
     assert got == expected
+
+
+@pytest.mark.parametrize("ea,eb,common", [
+    ([1, 2, 5], [1, 2, 5], [1, 2, 5]),  # the same examples: the identity
+    ([1, 2, 5], [1, 3, 5], [1, 5]),  # as many examples, not the same ones
+    ([1, 2, 5, 7], [2, 7], [2, 7]),
+    ([], [], []),
+])
+def test_align_joins_two_id_columns(ea, eb, common):
+    ea, eb = np.array(ea, np.int64), np.array(eb, np.int64)
+    ids, ia, ib = align(ea, eb)
+    assert list(ids) == common and list(ea[ia]) == common and list(eb[ib]) == common
 
 
 def test_paired_grid_of_unknown_metric_is_empty(store):

@@ -68,6 +68,19 @@ def test_flaky_examples_alternate_at_least_twice_over_three_versions(hand):
     assert got == [(ex[1], "PFPF", 3, 4), (ex[2], "FPF.", 2, 3), (ex[3], "P.FP", 2, 3), (ex[6], "PFPP", 2, 4)]
 
 
+def test_flaky_over_versions_that_hold_the_same_examples(new_store_url):
+    scores = {"r1": [0.9, 0.1, 0.9, 0.9], "r2": [0.1, 0.1, 0.9, 0.1], "r3": [0.9, 0.9, 0.1, 0.9]}
+    url = new_store_url()
+    ids = make_store(url, [RunSpec(n, metrics={"score": v}) for n, v in scores.items()], n_examples=4,
+                     higher_is_better={"score": True})
+    engine = db.make_engine(url)
+    with db.session_factory(engine)() as s:
+        fl = db.flaky_examples(session=s, run_ids=list(ids["runs"].values()), metric="score", threshold=0.5)
+    engine.dispose()
+    assert fl["total"] == 2
+    assert [(r["key"], r["pattern"], r["flips"]) for r in fl["rows"]] == [("key000", "PFP", 2), ("key003", "PFP", 2)]
+
+
 def test_flaky_needs_three_versions(hand):
     ids, Session = hand
     runs = ids["runs"]
