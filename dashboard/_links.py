@@ -106,6 +106,16 @@ def write_params(p: Mapping[str, Any], *, page: str) -> None:
     st.session_state[f"_{page}_written"] = new
 
 
+def forget(keys: Iterable[str]) -> Callable[[], None]:
+    """A callback for a control that switches between a page's views: it drops the state of ``keys`` so
+    that the next run seeds them from the link, which holds every view's state. (A widget that was not
+    drawn in a run can otherwise come back with the value a link seeded before the user changed it.)"""
+    def drop() -> None:
+        for key in keys:
+            st.session_state.pop(key, None)
+    return drop
+
+
 def sync_widgets(page: str, seeds: Mapping[str, Any]) -> None:
     """Set keyed widgets from the link before they are drawn.
 

@@ -1,9 +1,13 @@
 """Compare two runs: per metric and per slice (delta, 95% CI, Holm-adjusted p, wins/ties/losses), a scatter
 of A's vs B's score per example with region selection, and the examples sorted by the difference.
 
-Query parameters: a, b (run ids), metric, order, thr (pass threshold), flips (1: only flips),
-category, page (1-based), box (a_lo:a_hi:b_lo:b_hi, a region of the scatter), ex (example id),
-slices (1: show the per-slice table).
+Query parameters: a, b (run ids), view ("metrics": per metric, the default; "examples": per example, the
+default when the link sets any of the examples' own parameters), metric, order, thr (pass threshold), flips
+(1: only flips), category, page (1-based), box (a_lo:a_hi:b_lo:b_hi, a region of the scatter), ex (example id,
+opened over either view), slices (1: show the per-slice table).
+
+One view at a time: each is computed only when shown, so a first load does not wait for both (on a
+1M-result store the per-example scatter and table took a fifth of it; docs/dashboard.md).
 """
 from __future__ import annotations
 
@@ -25,6 +29,10 @@ PAGE = "compare"
 PAGE_SIZE = 25
 ORDERS = {"abs_desc": "largest |A - B| first", "diff_desc": "A better than B first (A - B descending)",
           "diff_asc": "B better than A first (A - B ascending)", "row": "dataset order"}
+VIEWS = {"metrics": "Per metric", "examples": "Per example"}
+VIEW_STATE = ("cmp_metric", "cmp_order", "cmp_thr", "cmp_flips", "cmp_category", "cmp_page", "cmp_box", "cmp_ex",
+              "cmp_slices")  # re-seeded from the link when the view changes
+EXAMPLE_PARAMS = ("metric", "order", "thr", "flips", "category", "page", "box")  # the per-example view's state
 NOT_SCORED = ("Not yet scored: these are plain means and counts computed from the stored values. "
               "Run `python -m evaluator compare A B` for confidence intervals and Holm-corrected p-values.")
 
@@ -188,7 +196,17 @@ def _seed_widgets(url: str, p: dict[str, Any], all_runs: pd.DataFrame) -> None:
         "cmp_ex": links.param_int(p, "ex"),
         "cmp_box": parse_box(links.param_str(p, "box")),
         "cmp_slices": links.param_bool(p, "slices"),
+        "cmp_view": _default_view(p),
     })
+
+
+def _default_view(p: dict[str, Any]) -> str:
+    """The link's view; without one, per example when the link sets the examples' own parameters."""
+    view = links.param_str(p, "view")
+    if view in VIEWS:
+        return view
+    return "examples" if any(links.param_str(p, k) not in (None, "0") for k in EXAMPLE_PARAMS if k != "metric") \
+        else "metrics"
 
 
 def _pick_runs(all_runs: pd.DataFrame) -> tuple[int, int]:
@@ -378,17 +396,33 @@ def main() -> None:
     st.title("Compare runs")
     a, b = _pick_runs(all_runs)
     _runs_header(url, a, b)
-    by_slice = _per_metric(url, a, b)
-    _judgments(url, a, b)
+    view = st.segmented_control("Show", list(VIEWS), key="cmp_view", required=True, format_func=VIEWS.get,
+                                on_change=links.forget(VIEW_STATE))
+    if view == "metrics":
+        state = {"slices": _per_metric(url, a, b), **{k: p.get(k) for k in EXAMPLE_PARAMS}}  # kept for the other view
+        _judgments(url, a, b)
+        ex = st.session_state.get("cmp_ex")  # from the link, or a row picked in the other view
+        if ex is not None:
+            _example_dialog(url, a, b, int(ex))
+        state["ex"] = ex
+    else:
+        state = {"slices": links.param_bool(p, "slices"), **_per_example(url, a, b, all_runs)}
 
+    # widgets -> link (values equal to the defaults are left out, so a plain link stays plain)
+    da, dbb = fmt.default_pair(all_runs)
+    state = {"a": a if a != da else None, "b": b if (a, b) != (da, dbb) else None, **state}  # b goes with a
+    state["view"] = None if view == _default_view(links.clean_params(state)) else view
+    links.write_params(state, page=PAGE)
+
+
+def _per_example(url: str, a: int, b: int, all_runs: pd.DataFrame) -> dict[str, Any]:
+    """The per-example view: a metric's scatter, the examples by difference, one opened. Returns its link state."""
     shared_metrics = [m for m in store.load_run_metrics(url, a) if m in store.load_run_metrics(url, b)]
     if not shared_metrics:
         st.info("The two runs have no metric in common.")
-        links.write_params({"a": a, "b": b}, page=PAGE)
-        return
+        return {}
     if st.session_state.get("cmp_metric") not in shared_metrics:
         st.session_state["cmp_metric"] = shared_metrics[0]
-    st.subheader("Per example")
     metric = st.selectbox("Metric", shared_metrics, key="cmp_metric")
     grid, box = _scatter_region(url, a, b, metric)
     dataset_id = int(all_runs.loc[all_runs["id"] == a, "dataset_id"].iloc[0])
@@ -396,16 +430,9 @@ def main() -> None:
     scale = max(abs(grid["lo"]), abs(grid["hi"])) if grid["lo"] is not None else None
     page = _example_table(url, a, b, metric, box, f, scale)
     ex = _open_example(url, a, b)
-
-    # widgets -> link (values equal to the defaults are left out, so a plain link stays plain)
-    da, dbb = fmt.default_pair(all_runs)
-    links.write_params({
-        "a": a if a != da else None, "b": b if (a, b) != (da, dbb) else None,  # b goes with a
-        "metric": metric if metric != shared_metrics[0] else None,
-        "order": f.order if f.order != "abs_desc" else None, "thr": f.thr, "flips": f.flips,
-        "category": f.category, "page": page if page > 1 else None, "box": box_param(box), "ex": ex,
-        "slices": by_slice,
-    }, page=PAGE)
+    return {"metric": metric if metric != shared_metrics[0] else None,
+            "order": f.order if f.order != "abs_desc" else None, "thr": f.thr, "flips": f.flips,
+            "category": f.category, "page": page if page > 1 else None, "box": box_param(box), "ex": ex}
 
 
 def _pct(x: Any) -> str:

@@ -322,10 +322,11 @@ def main() -> None:
     st.text(f"{len(v.ids)} versions: " + ", ".join(f"#{r.id} {r.name}" for r in v.versions.itertuples()))
     link_base = {"family": v.family, "metric": rule.metric, "thr": rule.threshold}
 
-    view = st.segmented_control("Show", list(VIEWS), key="history_view", required=True, format_func=VIEWS.get)
+    view = st.segmented_control("Show", list(VIEWS), key="history_view", required=True, format_func=VIEWS.get,
+                                on_change=links.forget(("history_key", "history_a", "history_b", "history_axis")))
 
     # 3. + 4. data and render: the chosen section only (the others keep their state in the link)
-    key = st.session_state.get("history_key") or linked_key
+    key = linked_key
     a, b = links.param_int(p, "a"), links.param_int(p, "b")
     if view == "example":
         key = _example_section(url, v.dataset_id, linked_key, rule.metric, rule.threshold,

@@ -347,6 +347,7 @@ def test_compare_writes_every_delta_and_its_interval_with_its_sign_at_the_metric
         assert len(shown.split(".")[1]) == (3 if scale <= 1 else 1 if 10 < scale <= 100 else len(shown.split(".")[1]))
         lo, hi = overall.loc[metric, "95% CI of delta"].strip("[]").split(", ")
         assert lo[0] in "+-" and hi[0] in "+-" and float(lo) <= float(shown) <= float(hi)
+    at = open_app("views/compare.py", a=str(ids["latest"]), b=str(ids["latest_baseline"]), view="examples")
     rows_cfg = [d for d in at.dataframe if "A - B" in d.value.columns]
     assert rows_cfg and '"format": "%+.' in rows_cfg[0].proto.columns  # the per-example differences are signed too
 
@@ -438,6 +439,25 @@ def test_compare_example_side_by_side(open_app, seeded):
     assert f"output B (run #{ids['latest_baseline']})" in texts
 
 
+def test_compare_shows_one_view_at_a_time_and_keeps_the_others_state_in_the_link(open_app, seeded):
+    ids = seeded[1]
+    a, b = str(ids["latest"]), str(ids["latest_baseline"])
+    at = open_app("views/compare.py", a=a, b=b, metric="rouge_l")
+    assert at.button_group(key="cmp_view").value == "metrics"  # a plain link: what a meeting asks first
+    assert at.metric and not at.get("vega_lite_chart") and not any("A - B" in d.value.columns for d in at.dataframe)
+    assert at.query_params["metric"] == "rouge_l" and "view" not in at.query_params
+    at.button_group(key="cmp_view").set_value("examples").run()
+    assert not at.exception and at.query_params["view"] == "examples" and at.get("vega_lite_chart")
+    assert at.selectbox(key="cmp_metric").value == "rouge_l" and not at.metric  # the link's metric, no cards
+    at.toggle(key="cmp_flips").set_value(True).run()
+    at.button_group(key="cmp_view").set_value("metrics").run()
+    assert at.query_params["flips"] == "1" and at.query_params["view"] == "metrics"  # kept while not shown
+    at.button_group(key="cmp_view").set_value("examples").run()
+    assert at.toggle(key="cmp_flips").value is True
+    # a link that sets the examples' own parameters (as links did before views) opens per example
+    assert open_app("views/compare.py", a=a, b=b, flips="1").button_group(key="cmp_view").value == "examples"
+
+
 def test_compare_same_run_twice_is_a_message(open_app, seeded):
     at = open_app("views/compare.py", a=str(seeded[1]["latest"]), b=str(seeded[1]["latest"]))
     assert not at.exception and any("two different runs" in w.value for w in at.warning)
@@ -525,7 +545,8 @@ def test_clicking_a_trend_point_opens_that_run_in_the_browser(open_app, seeded, 
 def test_a_region_of_the_scatter_lists_its_examples(open_app, seeded, monkeypatch):
     ids = seeded[1]
     _fake_selection(monkeypatch, "cmp_scatter", {"box": {"value_a": [0.8, 1.2], "value_b": [-0.1, 0.5]}})
-    at = open_app("views/compare.py", a=str(ids["latest"]), b=str(ids["latest_baseline"]), metric="rouge_l")
+    at = open_app("views/compare.py", a=str(ids["latest"]), b=str(ids["latest_baseline"]), metric="rouge_l",
+                  view="examples")
     assert not at.exception
     assert at.query_params["box"] == "0.8:1.2:-0.1:0.5"
     table = [d.value for d in at.dataframe if "flip" in d.value.columns][0]
@@ -583,7 +604,7 @@ def test_browser_offers_a_review_queue_of_its_selection(open_app, seeded):
 def test_human_verdicts_show_in_runs_and_compare(open_app, seeded):
     url, ids = seeded
     a, b = ids["latest"], ids["latest_baseline"]
-    before = open_app("views/compare.py", a=str(a), b=str(b), metric="bleu")
+    before = open_app("views/compare.py", a=str(a), b=str(b), metric="bleu", view="examples")
     example = int(next(d.value for d in before.dataframe if "verdicts A" in d.value.columns)["example"].iloc[0])
     engine = db.make_engine(url)
     with db.session_factory(engine).begin() as s:
@@ -593,7 +614,7 @@ def test_human_verdicts_show_in_runs_and_compare(open_app, seeded):
     _store.clear_caches()
     runs = open_app("views/runs.py").dataframe[0].value.set_index("id")
     assert runs.loc[a, "reviewed"] >= 1 and 0 < runs.loc[a, "human_pass"] <= 1
-    cmp = open_app("views/compare.py", a=str(a), b=str(b), metric="bleu")
+    cmp = open_app("views/compare.py", a=str(a), b=str(b), metric="bleu", view="examples")
     table = next(d.value for d in cmp.dataframe if "verdicts A" in d.value.columns)
     row = table[table["example"] == example]
     assert row["verdicts A"].iloc[0] == "pass ×2, fail: reference wrong"

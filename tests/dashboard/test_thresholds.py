@@ -69,7 +69,8 @@ def test_a_threshold_stored_on_one_page_is_used_by_the_others_and_only_for_its_d
                                   metric="bleu")).value == 35.0
     assert _threshold_input(_open(url, monkeypatch, "views/history.py", dataset=ids["dataset_id"],
                                   metric="bleu")).value == 35.0
-    at = _open(url, monkeypatch, "views/compare.py", a=ids["latest"], b=ids["latest_baseline"], metric="bleu")
+    at = _open(url, monkeypatch, "views/compare.py", a=ids["latest"], b=ids["latest_baseline"], metric="bleu",
+               view="examples")
     assert at.number_input(key="cmp_thr").proto.placeholder == "35"
     # a run of the other dataset does not inherit it
     probe = ids["runs"]["acme-chat-v1-probe"]

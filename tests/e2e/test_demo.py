@@ -125,6 +125,7 @@ def test_dashboard_on_the_demo_store_in_chromium(demo_store):
         ("runs", "/", "Runs and trends"),
         ("browser", f"/browser?run={v3}&failure=any&sort=bleu&ex={example}", "Example browser"),
         ("compare", f"/compare?a={v3}&b={base}&metric=bleu", "Compare runs"),
+        ("compare-examples", f"/compare?a={v3}&b={base}&metric=bleu&view=examples", "Compare runs"),
         ("errors", f"/errors?run={v3}&vs={v1}", "Error analysis"),
         ("history", f"/history?example={example}", "Example history"),
         ("review", f"/review?run={v3}&failure=any", "Review"),
@@ -147,6 +148,9 @@ def test_dashboard_on_the_demo_store_in_chromium(demo_store):
                 assert cards.count() >= 1
                 assert "bleu" in cards.first.inner_text()
                 assert "+" in page.locator('[data-testid="stMetricDelta"]').first.inner_text()
+            if name == "compare-examples":  # the scatter of A against B and the examples by difference
+                page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=30_000)
+                assert page.get_by_text("page 1 of").count() > 0
             target = shots / f"{name}.png"
             page.screenshot(path=str(target), full_page=True)
             taken.append(target)
