@@ -15,7 +15,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "db._engine": (
         "DEFAULT_URL", "ENV_VAR", "StoreError", "check_schema", "current_revision", "head_revision", "make_engine",
-        "open_store", "open_store_readonly", "resolve_url", "session_factory", "upgrade",
+        "open_store", "open_store_readonly", "resolve_url", "session_factory", "shown_url", "upgrade",
     ),
     "db._errors": (
         "UserError",

@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import Optional
@@ -69,15 +70,22 @@ def _sqlite_path(url: str) -> Optional[Path]:
     return Path(db)
 
 
+def shown_url(url: str) -> str:
+    """The URL as output and logs may show it: its password replaced by ***."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL SQLAlchemy reads: mask whatever sits between "user:" and "@"
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
 def _backend_of(url: str) -> str:
     """The URL's database ("sqlite", "postgresql"); anything else is a one-line ``StoreError``."""
     try:
         name = make_url(url).get_backend_name()
-    except ArgumentError:
-        raise StoreError(f"cannot read store URL {url!r}: use {SUPPORTED}") from None
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise StoreError(f"cannot read store URL {shown_url(url)!r}: use {SUPPORTED}") from None
     if name not in ("sqlite", "postgresql"):
-        shown = make_url(url).render_as_string(hide_password=True)
-        raise StoreError(f"store URL {shown!r}: {name} is not supported; use {SUPPORTED}")
+        raise StoreError(f"store URL {shown_url(url)!r}: {name} is not supported; use {SUPPORTED}")
     return name
 
 
