@@ -109,10 +109,19 @@ def record_verdict(open_transaction: Callable[[], ContextManager[Any]], *, run_i
     except db.StoreError as exc:
         return f"verdict not saved: {exc}"
     except SQLAlchemyError as exc:
-        first = (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
-        return (f"verdict not saved: the store is busy or unreachable ({first}); your verdict and comment are "
-                "still in the form, press Save again")
+        return f"verdict not saved: {write_error(exc)}"
     return None
+
+
+def write_error(exc: BaseException) -> str:
+    """What a failed dashboard write means, in one line: the database role may not write (a write URL with
+    the read-only role), or the store is busy or unreachable (press again)."""
+    first = (str(getattr(exc, "orig", exc)).strip().splitlines() or [type(exc).__name__])[0]
+    if "permission denied" in first or "read-only" in first or "readonly" in first:
+        return (f"the dashboard's database role is not allowed to write this ({first}): its write URL must use "
+                "the review role (docs/deploying.md); nothing was saved")
+    return (f"the store is busy or unreachable ({first}); what you entered is still in the form, press Save "
+            "again")
 
 
 # ---------------------------------------------------------------- agreement

@@ -14,6 +14,7 @@ never ORM objects, so ``st.cache_data`` can keep them.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from typing import Any, Callable, Iterator, Optional
 
@@ -23,6 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 import db
+from dashboard import _auth
 from dashboard import _format as fmt
 from evaluator.data import rollout_prompts
 from evaluator.judging import judge_agreement, judge_metric_disagreements, ratings, score_summary, summarize
@@ -31,16 +33,45 @@ TTL_S = 20  # seconds a query result is reused: short, so a run being written sh
 MAX_ENTRIES = 256  # per loader; each entry is at most one page of rows
 
 
-def store_url(argv: Optional[list[str]] = None) -> str:
-    """``--db URL`` after ``streamlit run dashboard/server.py --``, else ``$EVAL_DB_URL``, else the default."""
-    argv = sys.argv[1:] if argv is None else argv
-    url = None
+WRITE_ENV = "EVAL_DB_WRITE_URL"
+
+
+def _arg(argv: list[str], flag: str) -> Optional[str]:
+    value = None
     for i, arg in enumerate(argv):
-        if arg == "--db" and i + 1 < len(argv):
-            url = argv[i + 1]
-        elif arg.startswith("--db="):
-            url = arg.split("=", 1)[1]
-    return db.resolve_url(url)
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def store_url(argv: Optional[list[str]] = None) -> str:
+    """The read URL: ``--db URL`` after ``streamlit run dashboard/server.py --``, else ``$EVAL_DB_URL``, else the
+    default."""
+    return db.resolve_url(_arg(sys.argv[1:] if argv is None else argv, "--db"))
+
+
+def write_url(argv: Optional[list[str]] = None) -> Optional[str]:
+    """The URL given for writes (verdicts, views, thresholds): ``--write-db URL``, else ``$EVAL_DB_WRITE_URL``.
+
+    Without one, local single-user mode writes through the read URL (as before there were two), and with
+    sign-in configured nothing is written: every page is read-only and says why."""
+    return _arg(sys.argv[1:] if argv is None else argv, "--write-db") or os.environ.get(WRITE_ENV) or None
+
+
+def may_write(role: str = "reviewer") -> bool:
+    """Whether to offer a write (a button): the user's role allows it and a write URL is there. The write
+    path checks both again when it runs."""
+    return _auth.current_user().may(role) and writes_off_reason() is None
+
+
+def writes_off_reason() -> Optional[str]:
+    """Why this dashboard cannot write, or None when it can."""
+    if write_url() is None and _auth.sign_in_configured():
+        return (f"writes are off: sign-in is configured and no write URL is set (--write-db or ${WRITE_ENV}), "
+                "so this dashboard is read-only")
+    return None
 
 
 @st.cache_resource(ttl=300, show_spinner=False, on_release=lambda engine: engine.dispose())
@@ -121,12 +152,19 @@ def read_session(url: str) -> Iterator[Any]:
 @contextlib.contextmanager
 
 
-def write_session(url: Optional[str] = None) -> Iterator[Any]:
+def write_session(url: Optional[str] = None, *, role: str = "reviewer") -> Iterator[Any]:
     """A transaction on the writable engine: ``with write_session() as s: db.add_annotation(session=s, ...)``.
 
-    Commits when the block ends, rolls back on an exception. The caller catches ``db.AnnotationError``.
+    The only way the dashboard writes. It first checks that the signed-in user's role allows ``role``'s
+    writes (``_auth.AccessDenied`` otherwise) and that a write URL is configured (``db.StoreError``
+    otherwise); ``url`` is the page's read URL, written through only in local mode. Commits when the block
+    ends, rolls back on an exception. The caller catches ``db.AnnotationError``.
     """
-    engine = _write_engine(url or store_url())
+    _auth.require(role)
+    reason = writes_off_reason()
+    if reason:
+        raise db.StoreError(reason)
+    engine = _write_engine(write_url() or url or store_url())
     with db.session_factory(engine).begin() as session:
         yield session
 

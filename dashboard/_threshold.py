@@ -15,8 +15,10 @@ import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
 import db
+from dashboard import _auth
 from dashboard import _format as fmt
 from dashboard import _links as links
+from dashboard import _review as review
 from dashboard import _store as store
 
 
@@ -66,7 +68,7 @@ def pass_rule(container: Any, url: str, p: dict[str, Any], *, dataset_id: int, m
         key=f"{key}_thr_{dataset_id}_{metric}", format="%g",
         help=(f"Stored for this dataset by {stored_row['set_by'] or 'someone'}: {stored:g}." if stored_row else
               f"No threshold is stored for {metric} on this dataset yet: {default:g} is proposed.")))
-    if threshold != stored and container.button(f"Store {threshold:g} as {metric}'s pass threshold on this dataset",
+    if threshold != stored and store.may_write() and container.button(f"Store {threshold:g} as {metric}'s pass threshold on this dataset",
                                                key=f"{key}_thr_save_{dataset_id}_{metric}",
                                                icon=":material/save:"):
         _store(url, dataset_id, metric, threshold)
@@ -74,12 +76,16 @@ def pass_rule(container: Any, url: str, p: dict[str, Any], *, dataset_id: int, m
 
 
 def _store(url: str, dataset_id: int, metric: str, threshold: float) -> None:
-    who = str(st.session_state.get("review_reviewer") or "")  # the name given on the review page, if any
+    user = _auth.current_user()  # signed in: the email; local mode: the name given on the review page, if any
+    who = str(st.session_state.get("review_reviewer") or "") if user.local else user.email
     try:
         with store.write_session(url) as session:
             db.set_pass_threshold(session=session, dataset_id=dataset_id, metric=metric, threshold=threshold,
                                   set_by=who)
-    except (SQLAlchemyError, ValueError) as exc:
+    except SQLAlchemyError as exc:
+        st.error(f"The threshold was not stored: {fmt.escape_markdown(review.write_error(exc))}")
+        return
+    except (ValueError, db.StoreError) as exc:
         st.error(f"The threshold was not stored: {fmt.escape_markdown(str(exc).splitlines()[0])}")
         return
     store.clear_caches()

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from dashboard import _auth, _store
+
 HERE = Path(__file__).resolve().parent
 
 st.set_page_config(page_title="Eval workbench", page_icon=":material/analytics:", layout="wide")
@@ -23,4 +25,13 @@ for file, title, icon, path in (("errors.py", "Error analysis", ":material/bug_r
     if (HERE / "views" / file).is_file():
         pages.append(st.Page(f"views/{file}", title=title, icon=icon, url_path=path))
 
+pages.append(st.Page("views/team.py", title="Team", icon=":material/group:", url_path="team"))
+
+user = _auth.gate()  # with sign-in configured, nothing below runs for a signed-out visitor
+_auth.sidebar(user)
+if _store.writes_off_reason():
+    st.sidebar.info(_store.writes_off_reason(), icon=":material/lock:")
+elif not user.may("reviewer"):
+    st.sidebar.info("You are a viewer: you can browse, filter, compare and export. Recording verdicts, saving "
+                    "queues and storing thresholds needs the reviewer role.", icon=":material/visibility:")
 st.navigation(pages).run()

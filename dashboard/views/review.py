@@ -19,6 +19,7 @@ import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
 import db
+from dashboard import _auth
 from dashboard import _format as fmt
 from dashboard import _links as links
 from dashboard import _review as review
@@ -119,6 +120,11 @@ def _show_example(detail: dict[str, Any]) -> None:
                  column_config={"value": st.column_config.NumberColumn(format="%.4g")})
 
 
+def _not_allowed(action: str) -> str:
+    return (store.writes_off_reason() or f"{action.capitalize()} needs the reviewer role; you are a "
+            f"{_auth.current_user().role} (an admin can change roles on the Team page).")
+
+
 def _new_queue_section(url: str, p: dict[str, Any], reviewer: str) -> None:
     linked = _browser_params(p)
     with st.expander("New queue from an example-browser filter", expanded=bool(linked) or not load_views(url)):
@@ -129,6 +135,9 @@ def _new_queue_section(url: str, p: dict[str, Any], reviewer: str) -> None:
         link = st.text_input("Example-browser link", key="review_new_link",
                              placeholder="paste the example browser's address (…/browser?run=…)")
         name = st.text_input("Queue name", key="review_new_name", placeholder="required: a name for the queue")
+        if not store.may_write():
+            st.caption(_not_allowed("saving a review queue"))
+            return
         if st.button("Save as a review queue", key="review_new_save", icon=":material/playlist_add:"):
             params = parse_link(link)
             try:
@@ -155,12 +164,15 @@ def _new_queue_section(url: str, p: dict[str, Any], reviewer: str) -> None:
             try:
                 with store.write_session(url) as session:
                     db.save_view(session=session, name=name.strip(), params=params, created_by=reviewer)
-            except (ValueError, SQLAlchemyError, db.StoreError) as exc:
-                st.error(f"queue not saved: {str(getattr(exc, 'orig', exc)).splitlines()[0]}")
+            except SQLAlchemyError as exc:
+                st.error(f"queue not saved: {review.write_error(exc)}")
+                return
+            except (ValueError, db.StoreError) as exc:
+                st.error(f"queue not saved: {str(exc).splitlines()[0]}")
                 return
             store.clear_caches()
             st.query_params.from_dict({"view": name.strip(), "pos": "1",
-                                       **({"reviewer": reviewer} if reviewer else {})})
+                                       **({"reviewer": reviewer} if reviewer and _auth.current_user().local else {})})
             st.rerun()
 
 
@@ -237,10 +249,15 @@ def _pick_queue(url: str, p: dict[str, Any], views: list[dict[str, Any]]) -> tup
         st.stop()
     _show_flash()
     c1, c2 = st.columns([1, 2])
-    reviewer = c1.text_input("Your name", key="review_reviewer", max_chars=200,
-                             help="saved with each verdict; kept in the link (reviewer=...)").strip()
-    if reviewer:
-        st.session_state["_review_name"] = reviewer
+    user = _auth.current_user()
+    if user.local:
+        reviewer = c1.text_input("Your name", key="review_reviewer", max_chars=200,
+                                 help="saved with each verdict; kept in the link (reviewer=...)").strip()
+        if reviewer:
+            st.session_state["_review_name"] = reviewer
+    else:  # signed in: verdicts are saved under the identity the provider gave, not a typed name
+        reviewer = user.email or ""
+        c1.text_input("Reviewer (signed in)", value=reviewer, disabled=True, key="review_identity")
     view_name = c2.selectbox("Review queue (a saved example-browser filter)", names, key="review_view",
                              index=None, placeholder="choose a saved view")
     if linked_view and linked_view not in names:
@@ -309,6 +326,9 @@ def _verdict_form(url: str, run_id: int, example_id: int, mine: dict[int, Any], 
         st.dataframe(ann, hide_index=True, width="stretch")
 
     st.subheader("Your verdict")
+    if not store.may_write():
+        st.caption(_not_allowed("recording a verdict"))
+        return
     vkey, ckey = f"review_verdict_{run_id}_{example_id}", f"review_comment_{run_id}_{example_id}"
     if vkey not in st.session_state:
         st.session_state[vkey] = mine.get(example_id, {}).get("verdict")
@@ -364,17 +384,18 @@ def main() -> None:
     p = links.params()
     views = load_views(url)
     reviewer, view_name = _pick_queue(url, p, views)
+    named = reviewer if _auth.current_user().local else None  # a typed name goes in the link; an identity does not
     _new_queue_section(url, p, reviewer)
     if view_name is None:
         st.info("Choose a saved view to build the review queue, or save a new one above.")
-        links.write_params({"reviewer": reviewer, **_browser_params(p)}, page=PAGE)
+        links.write_params({"reviewer": named, **_browser_params(p)}, page=PAGE)
         return
     view = next(v for v in views if v["name"] == view_name)
     query, run = _view_query(url, view)
     queue = _queue(url, view, query, run)
     if not queue:
         st.info("No example matches this saved filter.")
-        links.write_params({"view": view_name, "reviewer": reviewer}, page=PAGE)
+        links.write_params({"view": view_name, "reviewer": named}, page=PAGE)
         return
     pos = min(max(1, links.param_int(p, "pos", 1) or 1), len(queue))
     example_id = queue[pos - 1]
@@ -392,7 +413,7 @@ def main() -> None:
                  verdicts)
 
     # widgets -> link
-    links.write_params({"view": view_name, "pos": pos, "reviewer": reviewer}, page=PAGE)
+    links.write_params({"view": view_name, "pos": pos, "reviewer": named}, page=PAGE)
 
 
 with store.guard():

@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -35,12 +35,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_dashboard(store_url: str, log_path: Path, app: Path = ROOT / "dashboard" / "server.py") -> Iterator[str]:
-    """`streamlit run dashboard/server.py -- --db URL` on a free loopback port; yields its base URL.
+def running_dashboard(store_url: str, log_path: Path, app: Path = ROOT / "dashboard" / "server.py",
+                      port: Optional[int] = None) -> Iterator[str]:
+    """`streamlit run dashboard/server.py -- --db URL` on a free loopback port (or ``port``); yields its base URL.
 
-    Started as a user starts it: the venv's `streamlit` command, from another directory, with nothing added
-    to the import path (the project is installed in the venv by scripts/setup.sh)."""
-    port = free_port()
+    Started as a user starts it: the venv's `streamlit` command, from another directory (the log's: its
+    `.streamlit/` folder is the server's), with nothing added to the import path (the project is installed
+    in the venv by scripts/setup.sh)."""
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["EVAL_DB_URL"] = "sqlite:///not-this-one.sqlite"
     with open(log_path, "w") as log:
