@@ -45,8 +45,10 @@ def _views(ids) -> list[tuple[str, dict]]:
                      "order": "diff_asc", "box": "0:100:0:100"}),
         *[("errors", {"run": str(latest), "vs": str(base), "tab": tab}) for tab in ("dist", "conf", "fail", "len", "dis")],
         ("errors", {"run": str(latest), "tab": "len", "by": "reference_chars", "metric": "bleu"}),
+        ("compare", {"a": str(latest), "b": str(base), "view": "examples", "metric": "rouge_l"}),
         ("history", {}),
         ("history", {"example": str(ex), "metric": "exact_match"}),
+        ("history", {"dataset": str(ids["dataset_id"]), "view": "flaky"}),
         ("review", {"view": "support, rouge_l >= 0.5", "reviewer": "dana"}),
         ("review", {"run": str(latest), "verdict": "any", "reviewer": "erin"}),
     ]
