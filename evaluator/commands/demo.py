@@ -123,7 +123,7 @@ def start_dashboard(url: str, port: int) -> subprocess.Popen:
     """``streamlit run dashboard/server.py`` headless on ``port``, reading ``url``; returns once it answers."""
     env = dict(os.environ, EVAL_DB_URL=url)
     cmd = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP), "--server.headless", "true",
-           "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
     proc = subprocess.Popen(cmd, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
@@ -188,7 +188,7 @@ def main(args: argparse.Namespace) -> int:
     except RunError as exc:  # a UserError goes up to cli.main
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"evaluated in {time.perf_counter() - built:.0f} s; results in {url}")
+    print(f"evaluated in {time.perf_counter() - built:.0f} s; results in {db.shown_url(url)}")
     judged_at = time.perf_counter()
     judged = judge_newest(models, url=url, progress=args.progress)
     if judged is not None:
@@ -199,7 +199,7 @@ def main(args: argparse.Namespace) -> int:
             print(judgment_line(j))
 
     if not args.dashboard:
-        print(f"open them with: EVAL_DB_URL={url} streamlit run dashboard/server.py")
+        print(f"open them with: EVAL_DB_URL={db.shown_url(url)} streamlit run dashboard/server.py")
         return 0
     proc = start_dashboard(url, args.port)
     if proc.poll() is not None:
