@@ -144,3 +144,21 @@ def test_an_admin_edits_the_role_list_and_a_reviewer_cannot(team):
     at = _app("team", "bo@example.com")
     assert not at.exception and not [b for b in at.button if b.key == "team_save"]
     assert any("Only an admin" in c.value for c in at.caption)
+
+
+def test_thresholds_and_queues_are_stored_under_the_signed_in_email(team):
+    at = _app("errors", "cy@reviewers.example", run=team["run"], metric="bleu")
+    (box,) = [n for n in at.number_input if n.label.startswith("Pass threshold (value")]
+    box.set_value(35.0).run()
+    (save,) = [b for b in at.button if b.label.startswith("Store 35 as bleu")]
+    save.click().run()
+    assert not at.exception
+    at = _app("review", "cy@reviewers.example", run=team["run"], category="")
+    at.text_input(key="review_new_name").set_value("cy's queue").run()
+    at.button(key="review_new_save").click().run()
+    assert not at.exception
+    engine = db.make_engine(team["url"])
+    with db.session_factory(engine)() as s:
+        assert db.pass_thresholds(session=s, dataset_id=team["dataset_id"])["bleu"]["set_by"] == "cy@reviewers.example"
+        assert db.saved_view(session=s, name="cy's queue")["created_by"] == "cy@reviewers.example"
+    engine.dispose()
