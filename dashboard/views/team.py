@@ -47,7 +47,7 @@ def main() -> None:
                 "will use.", icon=":material/info:")
     else:
         st.text(f"You are {user.email}: {user.role}.")
-    st.text(f"Roles file: {_auth.roles_file()}")
+    st.text(f"Roles file: {_auth.roles_file().resolve()}")
     try:
         roles = _auth.load_roles()
     except ValueError as exc:
