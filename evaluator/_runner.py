@@ -403,6 +403,7 @@ def _start_run(*, sf, config: RunConfig, ident, dataset_id: int, ids: list[int],
             repro = _repro.collect(seed=config.seed, dataset_hash=data.content_hash, base_model=ident.base,
                                    adapter=ident.adapter)
             repro["world_size"] = world_size
+            repro.update(ident.repro)
             run_id = db.create_run(
                 session=session, name=name, model=ident.model, backend=backend_name, dataset_id=dataset_id,
                 family=config.family or (name if baseline_for is not None else None), adapter=ident.adapter,
@@ -518,7 +519,8 @@ def _evaluate_model(*, ctx, sf, config: RunConfig, dataset_id: int, examples: li
     lease is given back when it ends, unless ``keep_lease`` (a candidate whose baselines come next)."""
 
     started = time.perf_counter()
-    ident = describe_model(config.model, config.adapter)
+    # A loader that brings its own model (the Python API's in-memory one) also says what it is.
+    ident = getattr(loader, "describe", describe_model)(config.model, config.adapter)
     if ident.external:
         backend_name = ident.kind
     ids = [key_ids[e.key] for e in examples]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
-from dataclasses import dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
 
 from evaluator.models._base import Backend, BackendError
 from evaluator.models._loading import ResolvedModel, resolve_model
@@ -75,6 +75,7 @@ class ModelIdentity:
     base: Optional[str] = None  # for the reproducibility record (local models)
     adapter: Optional[str] = None
     resolved: Optional[ResolvedModel] = None  # local models: what the loader gets
+    repro: Mapping[str, Any] = field(default_factory=dict)  # reproducibility fields it knows better (in memory)
 
     @property
     def external(self) -> bool:

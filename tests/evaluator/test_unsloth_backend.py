@@ -22,7 +22,7 @@ if "transformers" in sys.modules:  # pragma: no cover - depends on what pytest i
     print("warning: transformers was imported before unsloth in this process", file=sys.stderr)
 try:
     import unsloth  # noqa: F401  (before transformers: it patches it)
-    from unsloth import FastLanguageModel  # noqa: F401  (a broken install fails here, visibly)
+    from unsloth import FastLanguageModel  # a broken install fails here, visibly
 except Exception as exc:  # pragma: no cover - a broken install must be visible, not a silent skip
     if os.environ.get("CI") and os.environ.get("UNSLOTH_REQUIRED"):
         raise
@@ -114,3 +114,40 @@ def test_an_unsloth_judge_gives_its_probabilities_at_the_verdict(tmp_path):
     preference, _ = weighted_verdict(gen, "ab")
     # fp32 log-softmax against the exact shares: measured 1.9e-7 apart at most with the transformers backend
     assert preference == pytest.approx((math.exp(10) + math.exp(8) / 2) / total, abs=1e-6)
+
+
+def test_an_unsloth_model_in_memory_gives_its_saved_adapters_outputs_and_goes_back_to_training(varied_dir,
+                                                                                               tmp_path):
+    import torch
+
+    import db
+    import evaluator
+    from evaluator import cli
+    from tests.support.runner import chat_rows, write_jsonl
+
+    # float32 on both sides: in bfloat16 the saved adapter is rounded on loading, which the one in memory is not
+    model, tokenizer = FastLanguageModel.from_pretrained(model_name=str(varied_dir), dtype=torch.float32,
+                                                         load_in_4bit=False)
+    model = FastLanguageModel.get_peft_model(model, r=4, target_modules=["q_proj", "v_proj"], lora_alpha=16,
+                                             random_state=0)
+    with torch.no_grad():  # a trained adapter: non-zero B, so it changes the answers
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    FastLanguageModel.for_training(model)
+    data, url = write_jsonl(tmp_path / "chat.jsonl", chat_rows(6)), f"sqlite:///{tmp_path / 's.sqlite'}"
+    flags = dict(max_new_tokens=6, metrics=["exact_match"], perplexity=False)
+    run = evaluator.evaluate(model, tokenizer, dataset=str(data), db=url, name="in memory", progress=False, **flags)
+    assert model.training  # handed back ready to train on
+    model.save_pretrained(tmp_path / "adapter")
+    assert cli.main(["run", "--model", str(varied_dir), "--adapter", str(tmp_path / "adapter"), "--backend", "unsloth", "--dtype", "float32",
+                     "--dataset", str(data), "--db", url, "--name", "on disk", "--max-new-tokens", "6",
+                     "--metric", "exact_match", "--no-perplexity", "--no-progress"]) == 0
+    engine = db.open_store_readonly(url)
+    with db.session_factory(engine)() as s:
+        outputs = [{r["example_key"]: r["output"] for r in db.export_rows(session=s, run_id=db.find_run(session=s, ref=ref))}
+                   for ref in ("in memory", "on disk")]
+        backend = db.get_run(session=s, run_id=run.id)["backend"]
+    engine.dispose()
+    assert len(outputs[0]) == 6 and outputs[0] == outputs[1]
+    assert backend == "unsloth"

@@ -38,10 +38,13 @@ def _imports(tree: ast.Module, known: set[str]) -> list[tuple[str, ast.AST]]:
 
 
 def _function_level(tree: ast.Module) -> set[int]:
-    """ids of the import nodes that sit inside a function."""
+    """ids of the import nodes that sit inside a function. A module-level ``__getattr__`` (PEP 562) is the one
+    exception: ``evaluator/__init__.py`` re-exports the Python API through it, so that importing any part of
+    the package (a scoring worker, ``--help``) does not load the API's store and pandas imports."""
     inner = set()
     for fn in ast.walk(tree):
-        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and not (fn.name == "__getattr__"
+                                                                             and fn in tree.body):
             inner |= {id(n) for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))}
     return inner
 
