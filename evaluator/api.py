@@ -353,7 +353,10 @@ class Store:
         self.db_url = db.resolve_url(db_url)
 
     def runs(self) -> pd.DataFrame:
-        """One row per run, newest first: id, name, family, model, adapter, dataset, status, created_at, examples."""
+        """One row per run, newest first: id, name, family, model, adapter, dataset, status, created_at, examples.
+
+        >>> evaluator.open_store().runs().head()
+        """
         engine = db.open_store_readonly(self.db_url)
         try:
             with db.session_factory(engine)() as session:
@@ -365,6 +368,10 @@ class Store:
                               "created_at": r["created_at"], "examples": r["n_results"]} for r in rows])
 
     def run(self, ref: Union[int, str]) -> RunHandle:
+        """The run ``ref`` (an id, or a name: the newest run of that name) as a ``RunHandle``.
+
+        >>> evaluator.open_store().run("support-v3").summary()
+        """
         engine = db.open_store_readonly(self.db_url)
         try:
             with db.session_factory(engine)() as session:
