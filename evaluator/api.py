@@ -26,7 +26,7 @@ import db
 from evaluator import cli
 from evaluator._runner import run_evaluation
 from evaluator.config import RunConfig, build_config
-from evaluator.models import ModelIdentity, ResolvedModel, describe_model, load_backend
+from evaluator.models import ModelIdentity, ResolvedModel, check_models, describe_model, load_backend
 from evaluator.models._chat import apply_template_choice
 from evaluator.models._transformers import HFBackend
 from evaluator.scoring import compare_runs
@@ -422,6 +422,9 @@ def evaluate(model: Any, tokenizer: Any = None, *, dataset: str, split: Optional
             overrides.setdefault("backend", "unsloth")
         loader = _InMemoryLoader(overrides["model"], model, tokenizer, label=label)
     config: RunConfig = build_config(overrides=overrides)
+    if loader is not None and config.baselines:  # the runner checks a CLI run's models; these are ours to check
+        check_models([(b, None, "baseline") for b in config.baselines], device=config.device,
+                     options=dict(base_url=config.base_url, api_key_env=config.api_key_env))
     summary = run_evaluation(config, loader=loader, progress=progress)
     handle = RunHandle(summary.run_id, config.db)
     if judge:

@@ -11,6 +11,7 @@ import pytest
 import db
 import evaluator
 from evaluator import cli
+from evaluator.errors import UserError
 from tests.support.runner import chat_rows, make_lora_adapter, make_varied_model, write_jsonl
 
 pytest.importorskip("torch")
@@ -144,3 +145,11 @@ def test_the_charts_draw_what_the_store_holds(varied, data, store_url):
                                           for r in (first, second)]
     with pytest.raises(ValueError, match="no value"):
         first.plot_distribution("bleu")
+
+
+def test_a_bad_baseline_fails_before_the_model_in_memory_is_evaluated(varied, data, store_url):
+    model, tokenizer = _load(varied)
+    with pytest.raises(UserError, match="baseline /no/such/model: .* does not exist"):
+        evaluator.evaluate(model, tokenizer, dataset=str(data), db=store_url, baselines=["/no/such/model"],
+                           progress=False, **SETTINGS)
+    assert evaluator.open_store(store_url).runs().empty  # nothing was evaluated or written
