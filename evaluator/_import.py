@@ -20,6 +20,7 @@ aggregates (and metric columns), as for a run the evaluator made.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gzip
 import hashlib
@@ -32,7 +33,7 @@ from typing import Any, Iterator, Optional
 
 import db
 from evaluator import _import_lm_eval as lm
-from evaluator.data import KeyAllocator, example_key
+from evaluator.data import KeyAllocator, example_key, load_examples
 from evaluator.errors import UserError
 from evaluator.scoring import (
     failure_mask,
@@ -260,7 +261,22 @@ def read_export(path: Path) -> Parsed:
     return parsed
 
 
-def read_lm_eval(path: Path) -> Parsed:
+def _count(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _lm_eval_result(p: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
+    """A sample's result fields: with a tokenizer its token counts, and "length" for an output that reached
+    max_gen_toks; without one, counts 0 and "stop" (the file says neither)."""
+    out = dict(output=p["output"], finish_reason="stop", output_tokens=0, prompt_tokens=0, metrics=dict(p["metrics"]))
+    if tokenizer is not None:
+        out["output_tokens"], out["prompt_tokens"] = _count(tokenizer, p["output"]), _count(tokenizer, p["prompt"])
+        if p.get("max_gen_toks") and out["output_tokens"] >= p["max_gen_toks"]:
+            out["finish_reason"] = "length"
+    return out
+
+
+def read_lm_eval(path: Path, tokenizer: Any = None) -> Parsed:
     """An lm-evaluation-harness samples file -> rows (see evaluator/_import_lm_eval.py)."""
 
     task, when = lm.task_and_date(path)
@@ -289,9 +305,7 @@ def read_lm_eval(path: Path) -> Parsed:
         rows.append(Row(
             example=dict(key=key, messages=messages, reference=p["reference"], row_index=p["doc_id"], turn_index=0,
                          source=f"lm-eval:{task}" if task else "lm-eval", tags=[], metadata=meta),
-            result=dict(output=p["output"], finish_reason="stop", output_tokens=0, prompt_tokens=0,
-                        metrics=dict(p["metrics"])),
-            index=index))
+            result=_lm_eval_result(p, tokenizer), index=index))
     parsed = Parsed(rows, rejected, n, task=task, model=info.get("model"), created_at=when, compute=True)
     parsed.dataset = (f"lm-eval:{task}", "", "last") if task else None
     parsed.config = {"lm_eval": info.get("config") or {"task": task}}
@@ -349,17 +363,55 @@ def _compute(rows: list[Row], names: Optional[list[str]]) -> tuple[list[str], di
     return [s.name for s in specs], {s.name: s.higher_is_better for s in specs}
 
 
+def _renderings(messages: list[dict[str, str]], tokenizer: Any) -> list[str]:
+    """The prompts lm-eval may have sent for a conversation: rendered with the chat template (its
+    ``--apply_chat_template``), and the last user message as it is (a plain prompt)."""
+    out = []
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        out.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    users = [m["content"] for m in messages if m.get("role") == "user"]
+    if users:
+        out.append(users[-1])
+    return [t.strip() for t in out]
+
+
+def match_dataset(parsed: Parsed, data: Any, tokenizer: Any = None) -> None:
+    """Join each sample to the example of ``data`` (``evaluator.data.load_examples``) that renders to its
+    prompt, in place: the rows take that example (its key, messages and reference) and the dataset's identity;
+    a sample no example renders to is rejected with the reason."""
+    by_prompt: dict[str, Any] = {}
+    for e in data.examples:
+        for text in _renderings(e.messages, tokenizer):
+            by_prompt.setdefault(text, e)
+    kept = []
+    for r in parsed.rows:
+        prompt = r.example["messages"][0]["content"]
+        e = by_prompt.get(prompt.strip())
+        if e is None:
+            how = "with the tokenizer's chat template or " if tokenizer is not None else ""
+            parsed.rejected.append(Rejected(r.index, f"row {r.index} (line {r.index + 1}): no example of "
+                                            f"{data.display_name} renders ({how}as its user message) to this "
+                                            "prompt", json.dumps(prompt[:2000], ensure_ascii=False)))
+            continue
+        r.example = dataclasses.asdict(e)
+        kept.append(r)
+    parsed.rows = kept
+    parsed.rejected.sort(key=lambda x: x.row_index)
+    parsed.dataset = (data.display_name, data.split, "last")
+    parsed.dataset_fingerprint = data.fingerprint
+    parsed.notes.append(f"{len(kept)} samples joined the examples of {data.display_name} / {data.split or '-'}")
+
+
 def import_run(path: str | Path, *, format: str, db_url: Optional[str] = None, name: Optional[str] = None,
                model: Optional[str] = None, family: Optional[str] = None, dataset_name: Optional[str] = None,
-               split: Optional[str] = None, metrics: Optional[list[str]] = None) -> ImportSummary:
-    """Read ``path`` in ``format`` and store it as a finished run; see the module docstring."""
+               split: Optional[str] = None, metrics: Optional[list[str]] = None, dataset: Optional[str] = None,
+               tokenizer: Optional[str] = None) -> ImportSummary:
+    """Read ``path`` in ``format`` and store it as a finished run; see the module docstring. For lm-eval,
+    ``tokenizer`` (a model directory or Hub id) counts tokens and tells outputs cut at the limit, and
+    ``dataset`` joins the samples to that dataset's examples."""
 
-    if format not in FORMATS:
-        raise ImportFileError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     path = Path(path)
-    if not path.is_file():
-        raise ImportFileError(f"no file {path}")
-    parsed = read_export(path) if format == "export" else read_lm_eval(path)
+    parsed = _parse(path, format, dataset=dataset, split=split, tokenizer=tokenizer)
     if not parsed.rows:
         first = f" (first: {parsed.rejected[0].reason})" if parsed.rejected else ""
         raise ImportFileError(f"{path}: nothing to import, {len(parsed.rejected)} of {parsed.n_rows} rows rejected{first}")
@@ -420,6 +472,34 @@ def import_run(path: str | Path, *, format: str, db_url: Optional[str] = None, n
                          n_rejected=len(parsed.rejected), n_new_examples=new, file_metrics=file_metrics,
                          computed_metrics=[m for m in computed if m not in file_metrics],
                          rejected=parsed.rejected, notes=parsed.notes)
+
+
+def _parse(path: Path, format: str, *, dataset: Optional[str], split: Optional[str],
+           tokenizer: Optional[str]) -> Parsed:
+    if format not in FORMATS:
+        raise ImportFileError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    if not path.is_file():
+        raise ImportFileError(f"no file {path}")
+    if (dataset or tokenizer) and format != "lm-eval":
+        raise ImportFileError("--dataset and --tokenizer apply to --format lm-eval only")
+    tok = _tokenizer(tokenizer) if tokenizer else None
+    parsed = read_export(path) if format == "export" else read_lm_eval(path, tok)
+    if dataset:
+        try:
+            data = load_examples(dataset, split=split if split is not None else "test", turns="last")
+        except UserError as exc:
+            raise ImportFileError(f"--dataset {dataset}: {exc}") from None
+        match_dataset(parsed, data, tok)
+    return parsed
+
+
+def _tokenizer(source: str) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise ImportFileError(f"--tokenizer {source}: cannot load a tokenizer from it ({exc})") from None
 
 
 def _dataset(session, parsed: Parsed, dataset_name: Optional[str], split: Optional[str],

@@ -30,7 +30,14 @@ How it maps onto a run (nothing is inferred that the file does not say):
 - each numeric metric of the file is kept as ``lm_eval:<metric>`` (``lm_eval:<metric>,<filter>`` for a
   filter other than "none"); a non-numeric one (e.g. corpus BLEU's (reference, prediction) pair) is
   left out and named in the report;
-- the filtered responses, token counts and finish reasons are not in the store (finish reason "stop").
+- the filtered responses are not in the store. Token counts and finish reasons are not in the file: with
+  ``--tokenizer`` the output and the prompt are counted with it, and an output of ``max_gen_toks`` tokens or
+  more (the task's generation kwargs, else lm-eval's default 256) ends with "length"; without one the
+  counts are 0 and every finish reason is "stop";
+- with ``--dataset`` (the file the samples were drawn from, as ``run --dataset`` reads it) each sample joins
+  the example of that dataset whose conversation renders to the prompt lm-eval sent: with the tokenizer's
+  chat template (lm-eval's ``--apply_chat_template``) or as the bare user message; so the run compares with
+  a native run of the same data. A sample that no example renders to is rejected with the reason.
 
 Rows that cannot be mapped (loglikelihood_rolling, a single loglikelihood request, a target that is no
 choice, a malformed record, the same document twice for one filter) are rejected with the reason.
@@ -49,6 +56,7 @@ from typing import Any, Optional
 from evaluator.types import Rejected
 
 PREFIX = "lm_eval:"
+DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's limit for Hugging Face models when the task's generation kwargs set none
 _SAMPLES_NAME = re.compile(r"^samples_(?P<task>.+)_(?P<date>\d{4}-\d{2}-\d{2}T[0-9.\-]+)\.jsonl(\.gz)?$")
 # Keys of a sample record that are not metrics (older files have no "metrics" list).
 _RECORD_KEYS = {"doc_id", "doc", "target", "arguments", "resps", "filtered_resps", "filter", "metrics", "doc_hash",
@@ -189,6 +197,7 @@ def parse_record(rec: Any) -> dict[str, Any]:
         if not answers or not isinstance(answers[0], str):
             raise RowError("the generation request has no text response")
         kind, prompt, output, reference = "generate_until", requests[0][0], answers[0], target
+        max_gen_toks = requests[0][1].get("max_gen_toks")
     elif all(isinstance(r[1], str) for r in requests):
         if len(requests) == 1:
             raise RowError("a single loglikelihood request (no choices): no output to import")
@@ -207,6 +216,7 @@ def parse_record(rec: Any) -> dict[str, Any]:
         else:
             raise RowError(f"target {target[:80]!r} is neither a choice index nor one of the {len(choices)} choices")
         kind, prompt, output = "multiple_choice", requests[0][0], choices[best]
+        max_gen_toks = None
     else:
         raise RowError("requests mix generation and loglikelihood arguments")
     names = rec["metrics"] if isinstance(rec.get("metrics"), list) else [k for k in rec if k not in _RECORD_KEYS]
@@ -218,8 +228,10 @@ def parse_record(rec: Any) -> dict[str, Any]:
         else:
             metrics[str(name)] = value
     filt = rec.get("filter") if isinstance(rec.get("filter"), str) and rec.get("filter") else "none"
+    if not (isinstance(max_gen_toks, int) and max_gen_toks > 0):
+        max_gen_toks = DEFAULT_MAX_GEN_TOKS if kind == "generate_until" else None
     return dict(doc_id=doc_id, filter=filt, prompt=prompt, output=output, reference=reference, kind=kind,
-                metrics=metrics, skipped=skipped, doc=rec.get("doc"), target=target)
+                metrics=metrics, skipped=skipped, doc=rec.get("doc"), target=target, max_gen_toks=max_gen_toks)
 
 
 def metric_name(metric: str, filt: str) -> str:

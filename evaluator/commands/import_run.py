@@ -13,6 +13,10 @@ examples:
   python -m evaluator import_run samples_truthfulqa_gen_2024-05-13T12-34-56.jsonl --format lm-eval \\
       --model my-org/llama-3-8b-sft --family llama-sft --db postgresql+psycopg://eval@dbhost/evals
 
+  # joined to the examples of the dataset it was drawn from, to compare with a native run of that data
+  python -m evaluator import_run samples_support_2024-05-13T12-34-56.jsonl --format lm-eval \
+      --dataset data/support_chats.jsonl --tokenizer meta-llama/Llama-3.1-8B-Instruct
+
   # a run exported from another store ('python -m evaluator export 12 > run12.jsonl') joins its dataset here
   python -m evaluator import_run run12.jsonl --format export --db sqlite:///team.sqlite
 
@@ -38,6 +42,13 @@ def register(sub) -> None:
     p.add_argument("--metric", action="extend", nargs="+", metavar="NAME",
                    help="metrics to compute on the outputs where the file has none (default: lm-eval: the "
                         "built-in reference-based ones; export: none)")
+    p.add_argument("--dataset", metavar="FILE",
+                   help="lm-eval: the dataset the samples were drawn from (as run --dataset reads it): each "
+                        "sample joins the example that renders to its prompt, so the run compares with a native "
+                        "run of that data")
+    p.add_argument("--tokenizer", metavar="PATH",
+                   help="lm-eval: the model's tokenizer (directory or hub id): counts tokens, renders the chat "
+                        "template for --dataset, and marks outputs that reached max_gen_toks as cut ('length')")
     p.add_argument("--db", metavar="URL", help="store URL or SQLite path (default $EVAL_DB_URL)")
     p.set_defaults(func=main)
 
@@ -47,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         summary = import_run(args.file, format=args.format, db_url=args.db, name=args.name, model=args.model,
                              family=args.family, dataset_name=args.dataset_name, split=args.split,
-                             metrics=args.metric)
+                             metrics=args.metric, dataset=args.dataset, tokenizer=args.tokenizer)
     except ValueError as exc:  # the file cannot be imported (ImportFileError), or an unknown --metric
         print(f"error: {exc}", file=sys.stderr)
         return 2
