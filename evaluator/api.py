@@ -91,16 +91,20 @@ class _InMemoryLoader:
     load as the CLI loads them."""
 
     def __init__(self, spec: str, model: Any, tokenizer: Any, *, label: str):
-        self.spec, self.model, self.tokenizer = spec, model, tokenizer
+        self.spec, self.model, self.tokenizer, self.label = spec, model, tokenizer, label
         self.base = _base_source(model)
-        peft = _is_peft(model)
-        self.ident = ModelIdentity(kind="local", label=label, model=self.base or label, base=self.base or None,
-                                   adapter="(in memory)" if peft else None,
-                                   resolved=ResolvedModel(base=self.base, tokenizer_source=self.base),
-                                   repro=weights_record(model))
+        self.resolved = ResolvedModel(base=self.base, tokenizer_source=self.base)
+        self._ident: Optional[ModelIdentity] = None
 
     def describe(self, model: str, adapter: Optional[str]) -> ModelIdentity:
-        return self.ident if model == self.spec else describe_model(model, adapter)
+        """What the run stores about the model; its weights are hashed here, once, only for a run."""
+        if model != self.spec:
+            return describe_model(model, adapter)
+        if self._ident is None:
+            self._ident = ModelIdentity(kind="local", label=self.label, model=self.base or self.label,
+                                        base=self.base or None, adapter="(in memory)" if _is_peft(self.model) else None,
+                                        resolved=self.resolved, repro=weights_record(self.model))
+        return self._ident
 
     def __call__(self, model: str, adapter: Optional[str], **options: Any):
         if model != self.spec:
@@ -112,7 +116,7 @@ class _InMemoryLoader:
             tokenizer = AutoTokenizer.from_pretrained(self.base)
         tok = _prepared_tokenizer(tokenizer, self.base, options.get("chat_template"))
         device = str(next(self.model.parameters()).device)
-        return _InMemoryBackend(self.model, tok, resolved=self.ident.resolved, device=device,
+        return _InMemoryBackend(self.model, tok, resolved=self.resolved, device=device,
                                 batch_size=options.get("batch_size", "auto"),
                                 max_batch_size=options.get("max_batch_size", 128),
                                 max_length=options.get("max_length"), extra_info={"in_memory": True})
