@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import db
-from benchmarks.bench_generate import make_prompts
+from benchmarks.bench_generate import build_cpu_model, make_prompts
 
 LM_EVAL = "lm-eval==0.4.13"
 TASK = """task: evalbench_peer
@@ -67,23 +67,6 @@ def lm_eval_venv(path: Path) -> Path:
         subprocess.run([str(path / "bin" / "pip"), "install", "-q", LM_EVAL, "torch<2.14", "accelerate>=1.0,<2",
                         "peft>=0.13,<1"], check=True)
     return exe
-
-
-def build_model(work: Path) -> Path:
-    """The tiny Llama of bench_generate: random weights with seeded noise, saved with its tokenizer."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from evaluator.tiny import save_tiny_llama
-
-    base = save_tiny_llama(work / "tiny", [" ".join(m["content"] for m in c) for c in make_prompts(200, seed=1)])
-    model = AutoModelForCausalLM.from_pretrained(base)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.3)
-    model.save_pretrained(base)
-    return base
 
 
 def write_data(work: Path, n: int) -> tuple[Path, Path, list[str]]:
@@ -157,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     exe = lm_eval_venv(args.lm_eval_venv)
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         work = Path(tmp)
-        model = build_model(work)
+        model = build_cpu_model(work / "tiny")
         ours, theirs, prompts = write_data(work, args.prompts)
         times: dict[str, list[float]] = {"evalbench": [], "lm_eval": [], "evalbench_gen": [], "lm_eval_gen": []}
         identical = None
