@@ -18,6 +18,10 @@ every weight once and the KV cache of the batch, so the fastest possible step ta
 ``(weight bytes + KV bytes) / bandwidth``; the roofline time is the sum of that over every step the
 evaluator ran. The one-at-a-time loop is run on ``--baseline-prompts`` prompts only there (it is slow).
 
+``--continuous`` also times transformers' continuous batching (``--batching continuous``) on the same
+prompts, after the static run: ``continuous_tokens_per_s``, ``continuous_vs_static`` (> 1: continuous is
+faster) and ``continuous_identical`` (greedy outputs equal to the static run's, token for token).
+
 The last line printed is one JSON object with the figures.
 """
 from __future__ import annotations
@@ -166,6 +170,20 @@ def _timed(fn, device: str):
     return out, time.perf_counter() - t0
 
 
+def _continuous_figures(backend, convs, settings, static_gens, t_static: float, device: str) -> dict:
+    """The same prompts through transformers' continuous batching, against the static run just timed."""
+    backend.batching = "continuous"
+    try:
+        gens, t = _timed(lambda: backend.generate(convs, settings, progress=False), device)
+    finally:
+        backend.batching = "static"
+    tokens = sum(len(g.token_ids) for g in gens)
+    print(f"continuous batching: {tokens / t:.1f} output tok/s ({len(convs)} prompts in {t:.1f}s)")
+    return {"continuous_s": round(t, 3), "continuous_tokens_per_s": round(tokens / t, 1),
+            "continuous_vs_static": round(t_static / t, 2),
+            "continuous_identical": [g.token_ids for g in gens] == [g.token_ids for g in static_gens]}
+
+
 def _gpu_figures(backend, gens, bandwidth_gbs, t_eval: float) -> dict:
     """Peak memory, and the roofline (weights and KV cache read once per step) when the bandwidth is known."""
     import torch
@@ -190,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="prompts for the one-at-a-time loop (default: all on CPU, 16 on CUDA)")
     p.add_argument("--bandwidth-gbs", type=float, default=None, help="GPU memory bandwidth for the roofline")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--continuous", action="store_true",
+                   help="also time transformers' continuous batching on the same prompts")
     args = p.parse_args(argv)
 
     import torch
@@ -239,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.device == "cuda":
             result.update(_gpu_figures(backend, gens, args.bandwidth_gbs or bandwidth_for(result["gpu"]), t_eval))
+        if args.continuous:
+            result.update(_continuous_figures(backend, convs, settings, gens, t_eval, args.device))
         backend.close()
 
     print(f"evaluator: {result['evaluator_tokens_per_s']} output tok/s ({len(convs)} prompts in {t_eval:.1f}s)")

@@ -22,6 +22,13 @@ Asked for ``top_logprobs`` (a judge whose verdict is weighted by its probabiliti
 keeps the most likely tokens of each step and their log-probabilities, as an OpenAI-compatible server
 returns them.
 
+Continuous batching (``batching="continuous"``, greedy only) hands the prompts to transformers' own
+continuous-batching manager (``model.continuous_batching_context_manager``: a paged KV cache, a scheduler
+that starts a waiting prompt as soon as another one finishes). Its greedy outputs are the static path's,
+token for token; its log-probabilities come from the manager. Results are committed in groups of the batch
+size as they finish. On this project's CPUs static batching is the faster one (docs/benchmarks.md), so it is
+the default on every device until the GPU check measures otherwise.
+
 torch and transformers are imported inside the functions: importing this module stays cheap.
 """
 from __future__ import annotations
@@ -166,6 +173,65 @@ def _generate_batch(model, tokenizer, prompts: Sequence[Sequence[int]], gen_conf
     return out
 
 
+def _finished_generation(tokenizer, output, prompt_len: int, stop_ids: set[int], elapsed: float,
+                         decode: Callable[[int], str]) -> Generation:
+    """A continuous-batching manager's finished request as a Generation (the stop token is not output)."""
+    if output.error:
+        return Generation(text="", token_ids=[], tokens=[], logprobs=[], finish_reason="error",
+                          prompt_tokens=prompt_len, error=str(output.error))
+    toks = list(output.generated_tokens)
+    stop_at = next((i for i, t in enumerate(toks) if t in stop_ids), None)
+    finish = "length" if stop_at is None else "stop"
+    toks = toks if stop_at is None else toks[:stop_at]
+    return Generation(text=tokenizer.decode(toks, skip_special_tokens=True), token_ids=toks,
+                      tokens=[decode(t) for t in toks], logprobs=[float(x) for x in output.logprobs[:len(toks)]],
+                      finish_reason=finish, prompt_tokens=prompt_len, latency_s=elapsed)
+
+
+def _continuous_config(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, requests: int):
+    """Sizes for the manager: on a GPU transformers infers them from free memory; on a CPU it would size
+    for the whole RAM (measured 100x slower), so the cache holds ``requests`` prompts of the longest length."""
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    if getattr(getattr(model, "device", None), "type", "cpu") != "cpu":
+        return ContinuousBatchingConfig(return_logprobs=True, max_requests_per_batch=requests)
+    block = 32
+    per_request = -(-(max(len(p) for p in prompts) + max_new_tokens) // block)
+    return ContinuousBatchingConfig(return_logprobs=True, block_size=block, num_blocks=per_request * requests,
+                                    max_batch_tokens=512, max_requests_per_batch=requests)
+
+
+def generate_continuous(model, tokenizer, prompts: Sequence[Sequence[int]], gen_config, *, stop_ids: set[int],
+                        requests: int, on_finished: Callable[[int, Generation], None]) -> None:
+    """Generate every prompt with transformers' continuous batching, at most ``requests`` at once;
+    ``on_finished(index, generation)`` as each one ends. A manager that dies is a RuntimeError (the run fails
+    with it; what was committed stays)."""
+    texts: dict[int, str] = {}
+
+    def decode(token: int) -> str:
+        if token not in texts:
+            texts[token] = tokenizer.decode([token])
+        return texts[token]
+
+    config = _continuous_config(model, prompts, gen_config.max_new_tokens, requests)
+    with model.continuous_batching_context_manager(generation_config=gen_config, continuous_batching_config=config,
+                                                   block=True, timeout=5, warmup=False) as manager:
+        ids = manager.add_requests(inputs=[list(p) for p in prompts], max_new_tokens=gen_config.max_new_tokens)
+        index = {rid: i for i, rid in enumerate(ids)}
+        started, left = time.perf_counter(), len(ids)
+        while left:
+            out = manager.get_result(timeout=1)
+            if out is None:
+                if not manager.is_running():
+                    raise RuntimeError(f"continuous batching stopped with {left} of {len(ids)} prompts unanswered")
+                continue
+            if out.is_finished() and out.request_id in index:
+                i = index.pop(out.request_id)
+                left -= 1
+                elapsed = out.lifespan[1] - out.lifespan[0] if out.lifespan[0] >= 0 else time.perf_counter() - started
+                on_finished(i, _finished_generation(tokenizer, out, len(prompts[i]), stop_ids, elapsed, decode))
+
+
 def _is_oom(exc: BaseException) -> bool:
     from accelerate.utils.memory import should_reduce_batch_size
 
@@ -196,14 +262,33 @@ def _batch_or_one_by_one(model, tokenizer, prompts: Sequence[Sequence[int]], idx
     return gens
 
 
+def _continuous(model, tokenizer, prompts, gen_config, stops: set[int], size: int,
+                done: Callable[[list[int], list[Generation], int], None]) -> None:
+    """Continuous batching, committed in groups of ``size`` finished prompts (and the rest at the end)."""
+    group: list[tuple[int, Generation]] = []
+
+    def finished(i: int, g: Generation) -> None:
+        group.append((i, g))
+        if len(group) >= size:
+            done([j for j, _ in group], [h for _, h in group], size)
+            group.clear()
+
+    generate_continuous(model, tokenizer, prompts, gen_config, stop_ids=stops, requests=size, on_finished=finished)
+    if group:
+        done([j for j, _ in group], [h for _, h in group], size)
+
+
 def generate(model, tokenizer, prompts: Sequence[Sequence[int]], settings: GenerationSettings, *,
              stop_ids: Sequence[int], pad_id: Optional[int] = None,
              batch_size: Union[int, str] = "auto", max_batch_size: int = 128,
              on_batch: Optional[OnBatch] = None, progress: bool = True, desc: str = "generating",
              truncated: Optional[Sequence[bool]] = None, stats: Optional[dict] = None,
-             top_logprobs: int = 0) -> list[Generation]:
+             top_logprobs: int = 0, batching: str = "static") -> list[Generation]:
     """Generate a continuation of each tokenized prompt; returns Generations in input order (with the
     ``top_logprobs`` most likely tokens of every step when that is above 0).
+
+    ``batching``: "static" (batches of equal-length-ish prompts, halved on out-of-memory) or "continuous"
+    (transformers' continuous batching, greedy only, at most the batch size in flight).
 
     ``stats``, if given, receives ``batch_size`` (the size in use at the end), ``tokens`` and ``elapsed_s``.
 
@@ -238,29 +323,36 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], settings: Gener
     bar = tqdm(total=n, desc=desc, unit="ex", disable=not progress, dynamic_ncols=True)
     started = time.perf_counter()
 
+    def done(idx: list[int], gens: list[Generation], size: int) -> None:
+        for i, g in zip(idx, gens):
+            if truncated is not None:
+                g.prompt_truncated = bool(truncated[i])
+            results[i] = g
+        if on_batch is not None:
+            on_batch(idx, gens)
+        state["pos"] += len(idx)
+        state["tokens"] += sum(len(g.token_ids) for g in gens)
+        bar.update(len(idx))
+        bar.set_postfix(batch=size, tok_s=f"{state['tokens'] / max(time.perf_counter() - started, 1e-9):.1f}")
+
     @find_executable_batch_size(starting_batch_size=start, reduce_batch_size_fn=halve)
     def loop(size: int) -> None:
         while state["pos"] < n:
             idx = order[state["pos"]:state["pos"] + size]
-            gens = _batch_or_one_by_one(model, tokenizer, prompts, idx, gen_config, stops, pad_id, top_logprobs)
-            for i, g in zip(idx, gens):
-                if truncated is not None:
-                    g.prompt_truncated = bool(truncated[i])
-                results[i] = g
-            if on_batch is not None:
-                on_batch(idx, gens)
-            state["pos"] += len(idx)
-            state["tokens"] += sum(len(g.token_ids) for g in gens)
-            bar.update(len(idx))
-            bar.set_postfix(batch=size, tok_s=f"{state['tokens'] / max(time.perf_counter() - started, 1e-9):.1f}")
+            done(idx, _batch_or_one_by_one(model, tokenizer, prompts, idx, gen_config, stops, pad_id, top_logprobs),
+                 size)
 
     try:
-        loop()
+        if batching == "continuous":
+            _continuous(model, tokenizer, prompts, gen_config, stops, start, done)
+        else:
+            loop()
     finally:
         bar.close()
     state["elapsed_s"] = time.perf_counter() - started
     if stats is not None:
-        stats.update(batch_size=state["batch_size"], tokens=state["tokens"], elapsed_s=state["elapsed_s"])
+        stats.update(batch_size=state["batch_size"], tokens=state["tokens"], elapsed_s=state["elapsed_s"],
+                     batching=batching)
     log.debug("generated %d tokens for %d prompts in %.1fs (final batch size %d)",
               state["tokens"], n, state["elapsed_s"], state["batch_size"])
     return [g for g in results if g is not None]

@@ -358,7 +358,7 @@ def _backend_options(config: RunConfig, device: str) -> dict[str, Any]:
     return dict(device=device, dtype=config.dtype, chat_template=config.chat_template,
                 load_in_4bit=config.load_in_4bit, trust_remote_code=config.trust_remote_code,
                 batch_size=config.batch_size, max_batch_size=config.max_batch_size, max_length=config.max_length,
-                base_url=config.base_url, api_key_env=config.api_key_env, concurrency=config.concurrency,
+                batching=config.batching, base_url=config.base_url, api_key_env=config.api_key_env, concurrency=config.concurrency,
                 request_timeout=config.request_timeout, max_retries=config.max_retries)
 
 

@@ -16,6 +16,7 @@ Keys (file and flag names are the same, with ``-`` or ``_``)::
     backend, device, dtype, load_in_4bit,        how to load the model
     chat_template, max_length, trust_remote_code
     batch_size, max_batch_size                   "auto" (largest that fits, halved on OOM) or a number
+    batching                                     auto | static | continuous (transformers' continuous batching)
     max_new_tokens, do_sample, temperature,      generation settings (greedy by default)
     top_p, top_k, repetition_penalty, seed
     metrics, perplexity                          scoring (default: every registered metric)
@@ -41,8 +42,8 @@ from evaluator.types import GenerationSettings
 
 # Keys that may differ between the first attempt of a run and its --resume (they do not change outputs).
 # The endpoint settings are here too: the same model may be served from another host on resume.
-OPERATIONAL_KEYS = frozenset({"db", "resume", "reuse", "batch_size", "max_batch_size", "device", "base_url", "api_key_env",
-                              "concurrency", "request_timeout", "max_retries"})
+OPERATIONAL_KEYS = frozenset({"db", "resume", "reuse", "batch_size", "max_batch_size", "batching", "device", "base_url",
+                              "api_key_env", "concurrency", "request_timeout", "max_retries"})
 
 
 class ConfigError(UserError, ValueError):
@@ -89,6 +90,9 @@ class RunConfig(BaseModel):
     # batching
     batch_size: Union[Literal["auto"], PositiveInt] = "auto"
     max_batch_size: PositiveInt = 128
+    batching: Literal["auto", "static", "continuous"] = Field(
+        "auto", description="static batches or transformers' continuous batching (greedy, transformers backend); "
+                            "auto: the faster one on the device")
     # generation
     max_new_tokens: PositiveInt = 256
     do_sample: bool = False
@@ -134,6 +138,13 @@ class RunConfig(BaseModel):
         if not self.do_sample and (self.temperature != 1.0 or self.top_p != 1.0 or self.top_k != 0):
             raise ValueError("temperature/top_p/top_k only apply with do_sample=true (--do-sample); "
                              "generation is greedy otherwise")
+        return self
+
+    @model_validator(mode="after")
+    def _continuous_is_greedy(self) -> "RunConfig":
+        if self.batching == "continuous" and (self.do_sample or self.repetition_penalty != 1.0):
+            raise ValueError("batching=continuous is greedy only: transformers' continuous batching drops the "
+                             "repetition penalty and samples differently; use --batching static")
         return self
 
     def generation_settings(self) -> GenerationSettings:

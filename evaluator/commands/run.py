@@ -93,6 +93,9 @@ def register(sub) -> None:
     g = p.add_argument_group("generation")
     g.add_argument("--batch-size", metavar="auto|N", help="auto (default): largest that fits, halved on OOM")
     g.add_argument("--max-batch-size", type=int, metavar="N", help="where auto starts (default 128)")
+    g.add_argument("--batching", choices=["auto", "static", "continuous"],
+                   help="static batches, or transformers' continuous batching (greedy, transformers backend); "
+                        "default auto: the faster one on the device (static on CPU)")
     g.add_argument("--max-new-tokens", type=int, metavar="N", help="default 256")
     g.add_argument("--do-sample", action=argparse.BooleanOptionalAction, help="sample instead of greedy")
     g.add_argument("--temperature", type=float)

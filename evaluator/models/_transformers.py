@@ -23,6 +23,16 @@ from evaluator.types import Generation, GenerationSettings, Message
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT = 4096  # when neither the config nor the tokenizer states one
+# "auto" batching per device type: the faster one measured there (docs/benchmarks.md). On CPU static batching
+# was 2.2x faster than transformers' continuous batching; CUDA keeps static until the GPU check measures both.
+DEFAULT_BATCHING = {"cpu": "static", "cuda": "static"}
+
+
+def resolve_batching(batching: str, device: str) -> str:
+    """"static" or "continuous" for ``batching`` ("auto" picks the device's default)."""
+    if batching != "auto":
+        return batching
+    return DEFAULT_BATCHING.get(device.split(":")[0], "static")
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
@@ -74,7 +84,8 @@ class HFBackend:
     name = "transformers"
 
     def __init__(self, model, tokenizer, *, resolved: ResolvedModel, device: str, batch_size: Any = "auto",
-                 max_batch_size: int = 128, max_length: Optional[int] = None, extra_info: Optional[dict] = None):
+                 max_batch_size: int = 128, max_length: Optional[int] = None, extra_info: Optional[dict] = None,
+                 batching: str = "auto"):
         self.model = model
         self.tokenizer = tokenizer
         self.resolved = resolved
@@ -86,6 +97,7 @@ class HFBackend:
         self._extra_info = dict(extra_info or {})
         self.last_stats: dict[str, Any] = {}  # batch size that fit, tokens, seconds of the last generate()
         self.top_logprobs = 0  # a judge's: also return this many most likely tokens of each step
+        self.batching = resolve_batching(batching, device)
 
     # ------------------------------------------------------------------ interface
     def generate(self, conversations: Sequence[Sequence[Message]], settings: GenerationSettings, *,
@@ -103,8 +115,13 @@ class HFBackend:
             stop_ids=self.stop_ids, pad_id=self.tokenizer.pad_token_id,
             batch_size=self.batch_size, max_batch_size=self.max_batch_size,
             on_batch=on_batch, progress=progress, truncated=[p.truncated for p in prompts], stats=self.last_stats,
-            top_logprobs=self.top_logprobs,
+            top_logprobs=self.top_logprobs, batching=self._batching_for(settings),
         )
+
+    def _batching_for(self, settings: GenerationSettings) -> str:
+        """Continuous batching is greedy only and returns no alternatives: anything else runs static."""
+        plain = not settings.do_sample and settings.repetition_penalty == 1.0 and not self.top_logprobs
+        return self.batching if plain else "static"
 
     def reference_logprobs(self, conversations: Sequence[Sequence[Message]],
                            references: Sequence[str]) -> list[list[float]]:
@@ -121,6 +138,7 @@ class HFBackend:
             "adapter": self.resolved.adapter,
             "tokenizer": self.resolved.tokenizer_source,
             "device": self.device,
+            "batching": self.batching,
             "dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
             "context_length": self.context_length,
             "stop_token_ids": list(self.stop_ids),
@@ -156,7 +174,7 @@ def load_transformers(resolved: ResolvedModel, *, device: str = "auto", dtype: s
                       chat_template: Optional[str] = None, load_in_4bit: bool = False,
                       trust_remote_code: bool = False, revision: Optional[str] = None,
                       batch_size: Any = "auto", max_batch_size: int = 128,
-                      max_length: Optional[int] = None) -> HFBackend:
+                      max_length: Optional[int] = None, batching: str = "auto") -> HFBackend:
     from transformers import AutoModelForCausalLM
 
     device = resolve_device(device)
@@ -181,4 +199,4 @@ def load_transformers(resolved: ResolvedModel, *, device: str = "auto", dtype: s
         model = model.to(device)
     model.eval()
     return HFBackend(model, tokenizer, resolved=resolved, device=device, batch_size=batch_size,
-                     max_batch_size=max_batch_size, max_length=max_length)
+                     max_batch_size=max_batch_size, max_length=max_length, batching=batching)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+from evaluator.models._base import BackendError
 from evaluator.models._chat import apply_template_choice
 from evaluator.models._loading import ResolvedModel
 from evaluator.models._transformers import (
@@ -43,7 +44,10 @@ def load_unsloth(resolved: ResolvedModel, *, device: str = "auto", dtype: str = 
                  chat_template: Optional[str] = None, load_in_4bit: bool = False,
                  trust_remote_code: bool = False, revision: Optional[str] = None,
                  batch_size: Any = "auto", max_batch_size: int = 128,
-                 max_length: Optional[int] = None) -> UnslothBackend:
+                 max_length: Optional[int] = None, batching: str = "auto") -> UnslothBackend:
+    if batching == "continuous":
+        raise BackendError("--batching continuous runs on the transformers backend (Unsloth patches generation "
+                           "for static batches); use --backend transformers or --batching static")
     unsloth = import_unsloth()
     from unsloth import FastLanguageModel
 
@@ -79,6 +83,6 @@ def load_unsloth(resolved: ResolvedModel, *, device: str = "auto", dtype: str = 
         tokenizer.pad_token = tokenizer.eos_token
     apply_template_choice(tokenizer, chat_template, resolved.tokenizer_source)
     return UnslothBackend(model, tokenizer, resolved=resolved, device=device, batch_size=batch_size,
-                          max_batch_size=max_batch_size, max_length=max_length,
+                          max_batch_size=max_batch_size, max_length=max_length, batching="static",
                           extra_info={"unsloth_version": getattr(unsloth, "__version__", None),
                                       "load_in_4bit": load_in_4bit})
