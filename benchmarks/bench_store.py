@@ -13,6 +13,10 @@ The last line printed is one JSON object with the figures.
     python benchmarks/bench_store.py                      # 1M results (several minutes on 2 cores)
     python benchmarks/bench_store.py --runs 3 --examples 20000   # about a minute
     python benchmarks/bench_store.py --keep store.sqlite  # keep the store (e.g. for bench_dashboard)
+    python benchmarks/bench_store.py --db postgresql+psycopg://user@host/empty_db   # the same on PostgreSQL
+
+On PostgreSQL (``--db``, an empty database, kept afterwards) the reference ingest is psycopg's COPY of the
+same rows into the same tables, one transaction per batch, instead of sqlite3's executemany.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 import db
 from db import utcnow
@@ -93,9 +97,10 @@ def build(url: str, runs: int, examples: int, batch: int, rng: random.Random) ->
                                 dataset_id=ds)
         run_ids.append(run)
         rows = _result_rows(rng, example_ids, quality=0.3 + 0.05 * r)
-        if r == 1:  # the raw-sqlite3 reference ingest: same rows, same tables, ids assigned up front
+        if r == 1:  # the raw reference ingest: same rows, same tables, ids assigned up front
             engine.dispose()
-            raw_s = _raw_ingest(url, run, rows, mids, batch)
+            raw = _raw_copy if url.startswith("postgresql") else _raw_ingest
+            raw_s = raw(url, run, rows, mids, batch)
             continue
         t0 = time.perf_counter()
         for i in range(0, len(rows), batch):
@@ -108,6 +113,8 @@ def build(url: str, runs: int, examples: int, batch: int, rng: random.Random) ->
         with Session.begin() as s:
             db.update_run(session=s, run_id=run, status="finished", n_rows=examples, n_examples=examples)
             db.refresh_metric_columns(session=s, run_id=run)
+        with Session.begin() as s:
+            db.refresh_statistics(session=s)
     engine.dispose()
     return dict(engine_url=url, run_ids=run_ids, api_s=api_s, raw_s=raw_s, rows_per_run=len(example_ids))
 
@@ -137,6 +144,43 @@ def _raw_ingest(url: str, run_id: int, rows: list[dict], mids: dict[str, int], b
     elapsed = time.perf_counter() - t0
     con.close()
     return elapsed
+
+
+def _raw_copy(url: str, run_id: int, rows: list[dict], mids: dict[str, int], batch: int) -> float:
+    """PostgreSQL's fastest load: psycopg COPY of both tables, one transaction per batch."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    now = utcnow()
+    with psycopg.connect(conninfo) as con:
+        ids = sorted(r[0] for r in con.execute("SELECT nextval(pg_get_serial_sequence('results', 'id')) "
+                                                "FROM generate_series(1, %s)", (len(rows),)))
+        con.commit()
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), batch):
+            with con.transaction(), con.cursor() as cur:
+                with cur.copy("COPY results (id, run_id, example_id, output, output_tokens, prompt_tokens, "
+                              "finish_reason, failures, latency_ms, token_logprobs, created_at) FROM STDIN") as cp:
+                    for j, r in enumerate(rows[i:i + batch]):
+                        cp.write_row((ids[i + j], run_id, r["example_id"], r["output"], r["output_tokens"],
+                                      r["prompt_tokens"], r["finish_reason"], r["failures"], r["latency_ms"],
+                                      db.pack_logprobs(r["logprobs"]), now))
+                with cur.copy("COPY metric_values (result_id, metric_id, run_id, value) FROM STDIN") as cp:
+                    for j, r in enumerate(rows[i:i + batch]):
+                        for k, v in r["metrics"].items():
+                            cp.write_row((ids[i + j], mids[k], run_id, float(v)))
+        return time.perf_counter() - t0
+
+
+def _store_mb(url: str) -> float:
+    if not url.startswith("postgresql"):
+        return round(os.path.getsize(url.removeprefix("sqlite:///")) / 2**20, 1)
+    engine = db.make_engine(url)
+    with engine.connect() as c:
+        size = c.scalar(text("SELECT pg_database_size(current_database())"))
+    engine.dispose()
+    return round(size / 2**20, 1)
 
 
 def _timed(fn, reps: int) -> tuple[float, object]:
@@ -191,6 +235,29 @@ def measure(url: str, run_ids: list[int], reps: int) -> dict:
                 join_delta_summary_s=join_s, join_one_metric_pairs_s=pairs_s, join_pairs=len(pairs))
 
 
+def _has_runs(url: str) -> bool:
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return False
+    engine = db.make_engine(url)
+    try:
+        with engine.connect() as c:
+            return bool(c.scalar(text("SELECT count(*) FROM runs")))
+    except Exception:  # no schema yet
+        return False
+    finally:
+        engine.dispose()
+
+
+def _server(url: str) -> str:
+    if not url.startswith("postgresql"):
+        return f"SQLite {sqlite3.sqlite_version}"
+    engine = db.make_engine(url)
+    with engine.connect() as c:
+        version = c.scalar(text("SHOW server_version"))
+    engine.dispose()
+    return f"PostgreSQL {version}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=10)
@@ -198,39 +265,41 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000, help="results per transaction")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--keep", help="build (or reuse) the store at this path and keep it")
+    ap.add_argument("--db", help="a PostgreSQL URL: build there (an empty database) or reuse what it holds")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.runs < 2:
         ap.error("--runs must be at least 2 (one run is ingested raw for the ratio)")
     tmp = None
-    if args.keep:
-        path = Path(args.keep).resolve()
+    if args.db:
+        url = args.db
+    elif args.keep:
+        url = f"sqlite:///{Path(args.keep).resolve()}"
     else:
         tmp = tempfile.TemporaryDirectory()
-        path = Path(tmp.name) / "bench.sqlite"
-    url = f"sqlite:///{path}"
+        url = f"sqlite:///{Path(tmp.name) / 'bench.sqlite'}"
     t0 = time.perf_counter()
-    if args.keep and path.exists():
+    if _has_runs(url):
         engine = db.open_store_readonly(url)
         with db.session_factory(engine)() as s:
             run_ids = [r["id"] for r in sorted(db.list_runs(session=s), key=lambda r: r["id"])]
             n = sum(r["n_results"] for r in db.list_runs(session=s))
         engine.dispose()
         built = dict(run_ids=run_ids, api_s=None, raw_s=None, rows_per_run=n // max(1, len(run_ids)))
-        print(f"reusing {path} ({n} results)", file=sys.stderr)
+        print(f"reusing {db.shown_url(url)} ({n} results)", file=sys.stderr)
     else:
         built = build(url, args.runs, args.examples, args.batch, random.Random(args.seed))
     build_s = time.perf_counter() - t0
     figures = measure(url, built["run_ids"], args.reps)
     n_results = built["rows_per_run"] * len(built["run_ids"])
     out = dict(results=n_results, runs=len(built["run_ids"]), metrics_per_result=len(METRICS),
-               store_mb=round(os.path.getsize(path) / 2**20, 1), build_s=round(build_s, 1))
+               store_mb=_store_mb(url), build_s=round(build_s, 1))
     if built["api_s"]:
         out.update(ingest_api_rows_per_s=round(built["rows_per_run"] / built["api_s"]),
                    ingest_raw_rows_per_s=round(built["rows_per_run"] / built["raw_s"]),
                    ingest_ratio=round(built["raw_s"] / built["api_s"], 3))
     out.update({k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()})
-    out["machine"] = f"{os.cpu_count()} cores, {sys.platform}, SQLite {sqlite3.sqlite_version}"
+    out["machine"] = f"{os.cpu_count()} cores, {sys.platform}, {_server(url)}"
     for k, v in out.items():
         print(f"{k:>28}: {v}")
     print(json.dumps(out))

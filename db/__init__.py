@@ -71,8 +71,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "db._write": (
         "AnnotationError", "add_annotation", "add_rejected", "create_run", "get_or_create_dataset",
-        "insert_results", "link_baseline", "metric_ids", "replace_aggregates", "replace_comparisons", "replace_metric_values",
-        "save_view", "set_pass_threshold", "update_run", "upsert_examples",
+        "insert_results", "link_baseline", "metric_ids", "refresh_statistics", "replace_aggregates", "replace_comparisons",
+        "replace_metric_values", "save_view", "set_pass_threshold", "update_run", "upsert_examples",
     ),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -5,7 +5,7 @@ arrays are built from metric_values.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from sqlalchemy import delete, insert, select
@@ -66,18 +66,48 @@ def _metric_id(session: Session, metric: str) -> Optional[int]:
     return session.scalar(select(Metric.id).where(Metric.name == metric))
 
 
+def _stored_columns(session: Session, run_ids: Sequence[int], metric_ids: Sequence[int]
+                    ) -> dict[tuple[int, int], tuple[bytes, bytes]]:
+    """(run, metric) -> the stored (example ids, values) blobs, for runs no longer running, in one query.
+
+    On PostgreSQL the blobs are fetched in binary format: psycopg's default text format sends bytea as hex
+    and spent 15.9 of 17 ms decoding one (run, metric) pair of a 100k-example run."""
+    done = list(session.scalars(select(Run.id).where(Run.id.in_(run_ids), Run.status != "running")))
+    if not done or not metric_ids:
+        return {}
+    if session.get_bind().dialect.name == "postgresql":
+        raw = session.connection().connection.driver_connection  # the session's own transaction
+        with raw.cursor(binary=True) as cur:
+            cur.execute("SELECT run_id, metric_id, example_ids, \"values\" FROM metric_columns "
+                        "WHERE run_id = ANY(%s) AND metric_id = ANY(%s)", (done, list(metric_ids)))
+            rows = cur.fetchall()
+    else:
+        rows = session.execute(select(MetricColumn.run_id, MetricColumn.metric_id, MetricColumn.example_ids,
+                                      MetricColumn.values).where(MetricColumn.run_id.in_(done),
+                                                                 MetricColumn.metric_id.in_(metric_ids))).all()
+    return {(r, m): (bytes(e), bytes(v)) for r, m, e, v in rows}
+
+
+def _columns(session: Session, run_ids: Sequence[int], metric_ids: Sequence[int]
+             ) -> dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]:
+    """(run, metric) -> (example ids ascending, values with NaN for failed): stored columns where the run
+    has them, else built from metric_values."""
+    out = {key: (np.frombuffer(e, dtype=_I8).astype(np.int64), np.frombuffer(v, dtype=_F8).astype(float))
+           for key, (e, v) in _stored_columns(session, run_ids, metric_ids).items()}
+    empty = (np.empty(0, np.int64), np.empty(0))
+    for run_id in run_ids:
+        missing = [m for m in metric_ids if (run_id, m) not in out]
+        computed = _compute(session, run_id, missing[0] if len(missing) == 1 else None) if missing else {}
+        out.update({(run_id, m): computed.get(m, empty) for m in missing})
+    return out
+
+
 def metric_column(*, session: Session, run_id: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """(example ids ascending, values with NaN for failed) of one metric in one run."""
     mid = _metric_id(session, metric)
     if mid is None:
         return np.empty(0, np.int64), np.empty(0)
-    status = session.scalar(select(Run.status).where(Run.id == run_id))
-    if status != "running":
-        row = session.execute(select(MetricColumn.example_ids, MetricColumn.values)
-                              .where(MetricColumn.run_id == run_id, MetricColumn.metric_id == mid)).first()
-        if row is not None:
-            return np.frombuffer(row[0], dtype=_I8).astype(np.int64), np.frombuffer(row[1], dtype=_F8).astype(float)
-    return _compute(session, run_id, mid).get(mid, (np.empty(0, np.int64), np.empty(0)))
+    return _columns(session, [run_id], [mid])[(run_id, mid)]
 
 
 def align(ea: np.ndarray, eb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -92,24 +122,32 @@ def align(ea: np.ndarray, eb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return np.intersect1d(ea, eb, assume_unique=True, return_indices=True)
 
 
-def paired_metric(*, session: Session, run_a_id: int, run_b_id: int, metric: str
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(example ids, A values, B values) over the examples both runs have a value for."""
-    ea, va = metric_column(session=session, run_id=run_a_id, metric=metric)
-    eb, vb = metric_column(session=session, run_id=run_b_id, metric=metric)
+def _paired(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    (ea, va), (eb, vb) = a, b
     common, ia, ib = align(ea, eb)
     a, b = va[ia], vb[ib]
     ok = ~(np.isnan(a) | np.isnan(b))
     return common[ok], a[ok], b[ok]
 
 
-def _common_metrics(session: Session, run_a_id: int, run_b_id: int) -> list[tuple[str, Optional[bool]]]:
+def paired_metric(*, session: Session, run_a_id: int, run_b_id: int, metric: str
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(example ids, A values, B values) over the examples both runs have a value for."""
+    mid = _metric_id(session, metric)
+    if mid is None:
+        return np.empty(0, np.int64), np.empty(0), np.empty(0)
+    cols = _columns(session, [run_a_id, run_b_id], [mid])
+    return _paired(cols[(run_a_id, mid)], cols[(run_b_id, mid)])
 
+
+def _common_metrics(session: Session, run_a_id: int, run_b_id: int) -> list[tuple[int, str, Optional[bool]]]:
+    """(id, name, higher_is_better) of the metrics both runs have, by name."""
     common = set(run_metric_names(session=session, run_id=run_a_id)) & set(
         run_metric_names(session=session, run_id=run_b_id))
-    rows = session.execute(select(Metric.name, Metric.higher_is_better).where(Metric.name.in_(common))
+    rows = session.execute(select(Metric.id, Metric.name, Metric.higher_is_better).where(Metric.name.in_(common))
                            .order_by(Metric.name)).all()
-    return [(n, h) for n, h in rows]
+    return [(i, n, h) for i, n, h in rows]
 
 
 def join_runs(*, session: Session, run_a_id: int, run_b_id: int, metric: str) -> list[tuple]:
@@ -130,8 +168,10 @@ def delta_summary(*, session: Session, run_a_id: int, run_b_id: int) -> list[dic
     counts of A > B, A = B, A < B (raw comparison; ``higher_is_better`` comes with each row so callers
     can turn it into wins and losses)."""
     out = []
-    for name, hib in _common_metrics(session, run_a_id, run_b_id):
-        ids, a, b = paired_metric(session=session, run_a_id=run_a_id, run_b_id=run_b_id, metric=name)
+    common = _common_metrics(session, run_a_id, run_b_id)
+    cols = _columns(session, [run_a_id, run_b_id], [mid for mid, _, _ in common])
+    for mid, name, hib in common:
+        ids, a, b = _paired(cols[(run_a_id, mid)], cols[(run_b_id, mid)])
         if len(ids) == 0:
             continue
         d = a - b
