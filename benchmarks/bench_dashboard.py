@@ -1,6 +1,7 @@
 """Dashboard benchmark: how long each page takes to render, and how much memory, through AppTest.
 
     python benchmarks/bench_dashboard.py --db sqlite:///big.sqlite   # a store you have (e.g. bench_store --keep)
+    python benchmarks/bench_dashboard.py --db postgresql+psycopg://user@host/big   # or bench_store --db's
     python benchmarks/bench_dashboard.py                              # builds a seeded store (tests/dashboard_seed)
     python benchmarks/bench_dashboard.py --examples 5000 --reps 5
 
@@ -137,6 +138,14 @@ def _store_facts(url: str) -> dict:
     path = url.removeprefix("sqlite:///")
     if url.startswith("sqlite:///") and os.path.exists(path):
         facts["store_mb"] = round(os.path.getsize(path) / 2**20, 1)
+    elif url.startswith("postgresql"):
+        from sqlalchemy import text
+
+        engine = db.make_engine(url)
+        with engine.connect() as c:
+            facts["store_mb"] = round(c.scalar(text("SELECT pg_database_size(current_database())")) / 2**20, 1)
+            facts["server"] = f"PostgreSQL {c.scalar(text('SHOW server_version'))}"
+        engine.dispose()
     return facts
 
 

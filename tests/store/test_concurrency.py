@@ -121,8 +121,9 @@ def test_two_evaluators_and_a_reader_on_one_store(fresh_url, tiny_model_dir, tmp
                 p.kill()
         reader.stop.set()
         reader.join(timeout=60)
+    both = "\n".join(f"--- {n} (exit {p.returncode}):\n{outs[n][1][-3000:]}" for n, p in procs.items())
     for name, p in procs.items():
-        assert p.returncode == 0, f"{name}: {outs[name][1][-3000:]}"
+        assert p.returncode == 0, f"{name} failed; both evaluators' stderr:\n{both}"
     assert reader.errors == []
     assert reader.while_running > 0
 
