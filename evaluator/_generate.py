@@ -145,6 +145,19 @@ def _generate_batch(model, tokenizer, prompts: Sequence[Sequence[int]], gen_conf
     logprobs = recorder.finish(new_tokens).cpu().tolist()
     new_tokens = new_tokens.cpu().tolist()
     elapsed = time.perf_counter() - started
+    decode = _token_decoder(tokenizer)
+    out = []
+    for row, ids in enumerate(prompts):
+        g = _answer(tokenizer, new_tokens[row], logprobs[row], len(ids), stop_ids, decode,
+                    latency_s=elapsed / len(prompts))  # amortised: the batch's wall time shared by its rows
+        if top_logprobs:
+            g.top_logprobs = recorder.alternatives(row, len(g.token_ids), decode)
+        out.append(g)
+    return out
+
+
+def _token_decoder(tokenizer) -> Callable[[int], str]:
+    """Each token id's text, decoded once per call of generate."""
     texts: dict[int, str] = {}
 
     def decode(token: int) -> str:
@@ -152,40 +165,28 @@ def _generate_batch(model, tokenizer, prompts: Sequence[Sequence[int]], gen_conf
             texts[token] = tokenizer.decode([token])
         return texts[token]
 
-    out = []
-    for row, ids in enumerate(prompts):
-        toks = new_tokens[row]
-        stop_at = next((i for i, t in enumerate(toks) if t in stop_ids), None)
-        if stop_at is None:
-            finish = "length"
-        else:
-            finish, toks = "stop", toks[:stop_at]
-        out.append(Generation(
-            text=tokenizer.decode(toks, skip_special_tokens=True),
-            token_ids=toks,
-            tokens=[decode(t) for t in toks],
-            logprobs=[float(x) for x in logprobs[row][:len(toks)]],
-            finish_reason=finish,
-            prompt_tokens=len(ids),
-            latency_s=elapsed / len(prompts),  # amortised: the batch's wall time shared by its rows
-            top_logprobs=recorder.alternatives(row, len(toks), decode) if top_logprobs else None,
-        ))
-    return out
+    return decode
 
 
-def _finished_generation(tokenizer, output, prompt_len: int, stop_ids: set[int], elapsed: float,
-                         decode: Callable[[int], str]) -> Generation:
-    """A continuous-batching manager's finished request as a Generation (the stop token is not output)."""
-    if output.error:
-        return Generation(text="", token_ids=[], tokens=[], logprobs=[], finish_reason="error",
-                          prompt_tokens=prompt_len, error=str(output.error))
-    toks = list(output.generated_tokens)
+def _answer(tokenizer, toks: list[int], logprobs: Sequence[float], prompt_len: int, stop_ids: set[int],
+            decode: Callable[[int], str], latency_s: float) -> Generation:
+    """Generated tokens as a Generation: cut at the first stop token (not part of the output), "stop" if
+    there was one, else "length"."""
     stop_at = next((i for i, t in enumerate(toks) if t in stop_ids), None)
     finish = "length" if stop_at is None else "stop"
     toks = toks if stop_at is None else toks[:stop_at]
     return Generation(text=tokenizer.decode(toks, skip_special_tokens=True), token_ids=toks,
-                      tokens=[decode(t) for t in toks], logprobs=[float(x) for x in output.logprobs[:len(toks)]],
-                      finish_reason=finish, prompt_tokens=prompt_len, latency_s=elapsed)
+                      tokens=[decode(t) for t in toks], logprobs=[float(x) for x in logprobs[:len(toks)]],
+                      finish_reason=finish, prompt_tokens=prompt_len, latency_s=latency_s)
+
+
+def _finished_generation(tokenizer, output, prompt_len: int, stop_ids: set[int], elapsed: float,
+                         decode: Callable[[int], str]) -> Generation:
+    """A continuous-batching manager's finished request as a Generation."""
+    if output.error:
+        return Generation(text="", token_ids=[], tokens=[], logprobs=[], finish_reason="error",
+                          prompt_tokens=prompt_len, error=str(output.error))
+    return _answer(tokenizer, list(output.generated_tokens), output.logprobs, prompt_len, stop_ids, decode, elapsed)
 
 
 def _continuous_config(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, requests: int):
@@ -206,13 +207,7 @@ def generate_continuous(model, tokenizer, prompts: Sequence[Sequence[int]], gen_
     """Generate every prompt with transformers' continuous batching, at most ``requests`` at once;
     ``on_finished(index, generation)`` as each one ends. A manager that dies is a RuntimeError (the run fails
     with it; what was committed stays)."""
-    texts: dict[int, str] = {}
-
-    def decode(token: int) -> str:
-        if token not in texts:
-            texts[token] = tokenizer.decode([token])
-        return texts[token]
-
+    decode = _token_decoder(tokenizer)
     config = _continuous_config(model, prompts, gen_config.max_new_tokens, requests)
     with model.continuous_batching_context_manager(generation_config=gen_config, continuous_batching_config=config,
                                                    block=True, timeout=5, warmup=False) as manager:

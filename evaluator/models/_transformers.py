@@ -23,8 +23,9 @@ from evaluator.types import Generation, GenerationSettings, Message
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTEXT = 4096  # when neither the config nor the tokenizer states one
-# "auto" batching per device type: the faster one measured there (docs/benchmarks.md). On CPU static batching
-# was 2.2x faster than transformers' continuous batching; CUDA keeps static until the GPU check measures both.
+# "auto" batching per device type: the faster one measured there (docs/benchmarks.md). On CPU transformers'
+# continuous batching ran at 0.19x of static batching (bench_generate); CUDA keeps static until the GPU check
+# measures both.
 DEFAULT_BATCHING = {"cpu": "static", "cuda": "static"}
 
 

@@ -114,6 +114,5 @@ def finalize_run(*, session_factory, run_id: int, workers: Optional[int] = None)
     with session_factory.begin() as session:
         db.replace_aggregates(session=session, run_id=run_id, rows=rows)
         db.refresh_metric_columns(session=session, run_id=run_id)  # the store's per-metric column cache
-    with session_factory.begin() as session:
         db.refresh_statistics(session=session)  # PostgreSQL's planner sees the run's rows
     log.info("run %d: %d aggregate rows over %d results", run_id, len(rows), len(samples))
