@@ -13,7 +13,8 @@ import sys
 from evaluator.errors import UserError
 
 # Order is the order shown by --help.
-COMMANDS = ["run", "runs", "rejected", "export", "score", "compare", "demo", "import_run", "import_judgments", "judge"]
+COMMANDS = ["run", "runs", "rejected", "export", "score", "compare", "demo", "serve", "import_run", "import_judgments",
+            "judge"]
 
 
 def build_parser() -> argparse.ArgumentParser:
