@@ -26,8 +26,16 @@ from sqlalchemy.exc import SQLAlchemyError
 import db
 from dashboard import _auth
 from dashboard import _format as fmt
+from evaluator._arena import kept_jsonl
 from evaluator.data import rollout_prompts
-from evaluator.judging import judge_agreement, judge_metric_disagreements, ratings, score_summary, summarize
+from evaluator.judging import (
+    judge_agreement,
+    judge_metric_disagreements,
+    ratings,
+    score_summary,
+    summarize,
+    version_ratings,
+)
 
 TTL_S = 20  # seconds a query result is reused: short, so a run being written shows up as it grows
 MAX_ENTRIES = 256  # per loader; each entry is at most one page of rows
@@ -469,3 +477,33 @@ def export_csv(url: str, query: db.ResultQuery) -> Callable[[], bytes]:
                 parts.append(_csv_frame(chunk).to_csv(index=False, header=header))
         return "".join(parts).encode("utf-8")
     return build
+
+
+@cached
+def load_version_ratings(url: str) -> pd.DataFrame:
+    """``evaluator.judging.version_ratings``: one Bradley–Terry rating per version from the Arena's votes, the
+    judges' pairwise judgments and the reviewers' verdicts."""
+    with read_session(url) as session:
+        return version_ratings(db.arena_votes(session=session), db.judge_preferences(session=session),
+                               db.reviewer_verdicts(session=session))
+
+
+@cached
+def load_kept_sets(url: str) -> list[dict[str, Any]]:
+    return read(url, db.kept_sets)
+
+
+@cached
+def load_kept_jsonl(url: str, set_name: str) -> str:
+    """One kept set as JSONL in the messages format (``evaluator._arena.kept_jsonl``)."""
+    return kept_jsonl(read(url, db.kept_examples, set_name=set_name), set_name)
+
+
+@cached
+def load_example_messages(url: str, example_id: int) -> Optional[list[dict[str, str]]]:
+    return read(url, db.example_messages, example_id=int(example_id))
+
+
+@cached
+def load_examples_found(url: str, dataset_id: int, text: str) -> list[dict[str, Any]]:
+    return read(url, db.find_examples, dataset_id=int(dataset_id), text=text, limit=50)

@@ -25,6 +25,7 @@ for file, title, icon, path in (("errors.py", "Error analysis", ":material/bug_r
     if (HERE / "views" / file).is_file():
         pages.append(st.Page(f"views/{file}", title=title, icon=icon, url_path=path))
 
+pages.append(st.Page("views/arena.py", title="Arena", icon=":material/forum:", url_path="arena"))
 pages.append(st.Page("views/team.py", title="Team", icon=":material/group:", url_path="team"))
 
 user = _auth.gate()  # with sign-in configured, nothing below runs for a signed-out visitor

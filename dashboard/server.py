@@ -19,7 +19,7 @@ import db
 # Libraries only: the dashboard's own modules declare st.cache_data functions, which belong to the runtime
 # that the first page run sees (and take milliseconds to import).
 PRELOAD = ("pandas", "pandas.io.formats.style", "altair", "sqlalchemy", "sqlalchemy.orm", "alembic.script", "db",
-           "evaluator.judging", "statsmodels.api", "statsmodels.stats.inter_rater")
+           "evaluator.judging", "evaluator._arena", "statsmodels.api", "statsmodels.stats.inter_rater")
 
 
 def warm() -> None:

@@ -10,6 +10,10 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
+    "db._arena": (
+        "ARENA_VERDICTS", "ArenaError", "add_arena_vote", "arena_votes", "judge_preferences", "keep_example",
+        "example_messages", "kept_examples", "kept_sets", "reviewer_verdicts",
+    ),
     "db._columns": (
         "delta_summary", "join_runs", "metric_column", "paired_metric", "refresh_metric_columns",
     ),
@@ -28,8 +32,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "LEASE_ENV", "acquire_run", "lease_seconds", "release_run", "renew_runs", "status_text", "writer_gone",
     ),
     "db._models": (
-        "Aggregate", "Annotation", "Base", "Comparison", "Dataset", "ExampleRow", "Judgment", "Metric", "MetricColumn",
-        "MetricValue", "PassThreshold", "RejectedRow", "Result", "Run", "SavedView",
+        "Aggregate", "Annotation", "ArenaVote", "Base", "Comparison", "Dataset", "ExampleRow", "Judgment", "Metric", "MetricColumn",
+        "KeptExample", "MetricValue", "PassThreshold", "RejectedRow", "Result", "Run", "SavedView",
     ),
     "db._query": (
         "JUDGE_FILTERS", "SORT_COLUMNS", "MetricRange", "ResultPage", "ResultQuery", "count_results", "dataset_of_run",

@@ -366,3 +366,46 @@ class Judgment(Base):
     reply: Mapped[str] = mapped_column(Text, default="")  # the judge's whole reply
     error: Mapped[Optional[str]] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ArenaVote(Base):
+    """One blind vote in the dashboard's Arena: two answers to the same conversation, A better, B better, tie
+    or both bad. ``model_a``/``model_b`` are the model ids the endpoints were asked for (a served version's
+    name), ``endpoint_a``/``endpoint_b`` their API roots; ``left`` is which of them was shown on the left
+    ("a" or "b", randomised). Each side keeps its own history: ``conversation_a``/``_b`` are the full
+    conversations, the answers voted on last. ``preference`` is the probability that A is better (1, 0, 0.5
+    for a tie and for both bad)."""
+
+    __tablename__ = "arena_votes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reviewer: Mapped[str] = mapped_column(String(200))
+    model_a: Mapped[str] = mapped_column(String(300))
+    model_b: Mapped[str] = mapped_column(String(300))
+    endpoint_a: Mapped[str] = mapped_column(String(500))
+    endpoint_b: Mapped[str] = mapped_column(String(500))
+    left: Mapped[str] = mapped_column(String(1))
+    verdict: Mapped[str] = mapped_column(String(20))  # see db.ARENA_VERDICTS
+    preference: Mapped[float] = mapped_column(Float)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    conversation_a: Mapped[list[Any]] = mapped_column(JSON)
+    conversation_b: Mapped[list[Any]] = mapped_column(JSON)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class KeptExample(Base):
+    """A conversation kept from the Arena as a test example of a named set: ``messages`` up to the last user
+    turn, ``reference`` the preferred answer. Exported as JSONL in the messages format
+    (``python -m evaluator export_kept NAME``), it is a regression set for the next ``evaluator run``."""
+
+    __tablename__ = "kept_examples"
+    __table_args__ = (Index("ix_kept_examples_set", "set_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    set_name: Mapped[str] = mapped_column(String(300))
+    messages: Mapped[list[Any]] = mapped_column(JSON)
+    reference: Mapped[str] = mapped_column(Text)
+    vote_id: Mapped[Optional[int]] = mapped_column(ForeignKey("arena_votes.id", ondelete="SET NULL"))
+    kept_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -14,7 +14,7 @@ from evaluator.errors import UserError
 
 # Order is the order shown by --help.
 COMMANDS = ["run", "runs", "rejected", "export", "score", "compare", "demo", "serve", "import_run", "import_judgments",
-            "judge"]
+            "judge", "export_kept"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -287,6 +287,28 @@ def _ratings(url: str, dataset_id: int) -> None:
                      column_config={"n": st.column_config.NumberColumn("examples judged")})
 
 
+def _version_ratings(url: str) -> None:
+    """One Bradley–Terry rating per version from every pairwise preference: Arena votes, judges, reviewers."""
+    table = store.load_version_ratings(url)
+    if table.empty:
+        return
+    st.subheader("Preference rating per version")
+    st.caption("Bradley–Terry ratings (Elo scale, the first version in order fixed at 1000, 95% intervals) from "
+               "every pairwise preference in the store: blind votes in the Arena, judges' pairwise judgments, and "
+               "reviewers' verdicts on the same example of two runs (pass beats fail: model error). A version is "
+               "a run's name, or the model id an Arena endpoint served (serve each version under its run's name).")
+    shown = table.assign(
+        rating=[f"{r:.0f}" for r in table["rating"]],
+        interval=["–" if pd.isna(lo) else f"[{lo:.0f}, {hi:.0f}]" for lo, hi in zip(table["ci_low"], table["ci_high"])])
+    st.dataframe(shown[["version", "rating", "interval", "arena", "judges", "reviewers"]], hide_index=True,
+                 column_config={"arena": st.column_config.NumberColumn("arena votes"),
+                                "judges": st.column_config.NumberColumn("judged examples"),
+                                "reviewers": st.column_config.NumberColumn("reviewed pairs")})
+    if bool(table["smoothed"].iloc[0]):
+        st.caption("One version won every meeting with another: one tie per pair was added to keep the ratings "
+                   "finite.")
+
+
 def _compare_pick(data: _Store) -> tuple[Optional[int], Optional[int]]:
     st.subheader("Compare two runs")
     label = fmt.run_label(data.runs)
@@ -315,6 +337,7 @@ def main() -> None:
     rejected_of = _open_run(url, p, runs, data)
     trend_ds, trend_metric = _trend(data)
     _ratings(url, trend_ds)
+    _version_ratings(url)
     a, b = _compare_pick(data)
 
     # widgets -> link (values equal to the defaults are left out, so a plain link stays plain)

@@ -66,6 +66,10 @@ def register(sub) -> None:
     p.add_argument("--no-dashboard", dest="dashboard", action="store_false",
                    help="evaluate only; do not start the dashboard")
     p.add_argument("--port", type=int, default=8501, metavar="N", help="dashboard port (default 8501)")
+    p.add_argument("--no-serve", dest="serve", action="store_false",
+                   help="do not serve the demo models for the dashboard's Arena page")
+    p.add_argument("--serve-port", type=int, default=8000, metavar="N",
+                   help="port of the demo models' OpenAI-compatible server (default 8000)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     p.set_defaults(func=main)
 
@@ -119,9 +123,50 @@ def evaluate_versions(models, *, url: str, force: bool = False, progress: bool =
     return summaries
 
 
-def start_dashboard(url: str, port: int) -> subprocess.Popen:
+def serve_command(models, port: int) -> list[str]:
+    """``evaluator serve`` for the demo: the base as ``demo-base`` and each version under its run's name, so
+    Arena votes and the runs' judgments rate the same versions."""
+    cmd = [sys.executable, "-m", "evaluator", "serve", "--model", str(models.base_dir), "--name", models.base_dir.name,
+           "--port", str(port), "--device", "cpu"]
+    for version, adapter in models.versions:
+        cmd += ["--adapter", f"demo-{version}={adapter}"]
+    return cmd
+
+
+def start_server(models, port: int) -> Optional[subprocess.Popen]:
+    """The demo models' server on ``port``, once it lists its models (None, with a message, when it cannot)."""
+    import urllib.request
+
+    if not _port_free(port):
+        print(f"port {port} is in use: the Arena page will not have the demo models (pass --serve-port)")
+        return None
+    proc = subprocess.Popen(serve_command(models, port))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2):
+                return proc
+        except OSError:
+            time.sleep(0.5)
+    print("the demo models' server did not start: the Arena page will say so", file=sys.stderr)
+    return proc if proc.poll() is None else None
+
+
+def _stop(proc: Optional[subprocess.Popen]) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def start_dashboard(url: str, port: int, arena_url: Optional[str] = None) -> subprocess.Popen:
     """``streamlit run dashboard/server.py`` headless on ``port``, reading ``url``; returns once it answers."""
     env = dict(os.environ, EVAL_DB_URL=url)
+    if arena_url:
+        env["EVAL_ARENA_URL"] = arena_url
     cmd = [sys.executable, "-m", "streamlit", "run", str(DASHBOARD_APP), "--server.headless", "true",
            "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
     proc = subprocess.Popen(cmd, env=env)
@@ -201,19 +246,22 @@ def main(args: argparse.Namespace) -> int:
     if not args.dashboard:
         print(f"open them with: EVAL_DB_URL={db.shown_url(url)} streamlit run dashboard/server.py")
         return 0
-    proc = start_dashboard(url, args.port)
+    server = start_server(models, args.serve_port) if args.serve else None
+    arena_url = f"http://127.0.0.1:{args.serve_port}/v1" if server is not None else None
+    proc = start_dashboard(url, args.port, arena_url)
     if proc.poll() is not None:
+        _stop(server)
         print(f"error: the dashboard did not start (exit {proc.returncode}); "
               f"try: EVAL_DB_URL={url} streamlit run dashboard/server.py", file=sys.stderr)
         return 2
     print(f"dashboard: http://localhost:{args.port}  (Ctrl-C stops it)")
+    if arena_url:
+        print(f"demo models served at {arena_url} for the Arena page")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the dashboard too, as Ctrl-C does
     try:
         return proc.wait() or 0
     except KeyboardInterrupt:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
         return 0
+    finally:
+        _stop(server)

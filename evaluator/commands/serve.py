@@ -35,6 +35,7 @@ def register(sub) -> None:
                                    "batched. Greedy answers equal 'run --model M' for the same messages.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, metavar="PATH_OR_HUB_ID", help="the base model (its id in requests)")
+    p.add_argument("--name", metavar="ID", help="the base model's id in requests (default: --model as given)")
     p.add_argument("--adapter", action="append", default=[], metavar="NAME=PATH",
                    help="a PEFT/LoRA adapter served under NAME (repeatable)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -83,8 +84,10 @@ def main(args: argparse.Namespace) -> int:
     import uvicorn
 
     adapters = parse_adapters(args.adapter)
+    if args.name and args.name in adapters:
+        raise UserError(f"--name {args.name} is also an adapter's name")
     key = _api_key(args.api_key_env)
-    served = _serve.ServedModels(args.model, adapters, device=args.device, dtype=args.dtype,
+    served = _serve.ServedModels(args.model, adapters, base_id=args.name, device=args.device, dtype=args.dtype,
                                  chat_template=args.chat_template, max_length=args.max_length,
                                  batch_size="auto", max_batch_size=args.max_batch_size)
     limits = _serve.ServeLimits(max_body_bytes=args.max_body_bytes, timeout_s=args.timeout,

@@ -25,7 +25,8 @@ from evaluator.judging._summary import (
     score_summary,
     summarize,
 )
+from evaluator.judging._versions import arena_games, judge_games, reviewer_games, version_ratings
 
-__all__ = ["alpaca_eval_preference", "bradley_terry", "combine_orders", "example_preferences", "human_pass_fail",
+__all__ = ["alpaca_eval_preference", "arena_games", "judge_games", "reviewer_games", "version_ratings", "bradley_terry", "combine_orders", "example_preferences", "human_pass_fail",
            "judge_agreement", "judge_human_agreement", "judge_metric_disagreements", "score_summary", "length_controlled_win_rate", "position_consistency", "ratings",
            "summarize", "win_rate"]

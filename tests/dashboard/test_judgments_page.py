@@ -109,11 +109,17 @@ def test_the_runs_page_rates_the_versions_a_judge_compared(store_url, monkeypatc
     monkeypatch.setenv("EVAL_DB_URL", store_url)
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception, at.exception
-    [table] = [d.value for d in at.dataframe if "interval" in d.value.columns]
+    [table] = [d.value for d in at.dataframe if "interval" in d.value.columns and "run" in d.value.columns]
     # 3 of 4: 400 log10(3) = 190.85 points above the reference (run 1 = the candidate, sorted first: 1000)
     assert table[["run", "rating"]].to_dict("records") == [{"run": f"#{cand} cand", "rating": "1000"},
                                                           {"run": f"#{base} base", "rating": "809"}]
     assert "tiny-judge" in [t.value for t in at.text]
+    # one rating per version pools the judge's 4 examples with the seeded arena vote for "cand": 4 of 5, so
+    # 400 log10(4) = 240.8 above "base" (the first name in order, the reference at 1000)
+    [versions] = [d.value for d in at.dataframe if "version" in d.value.columns]
+    assert versions[["version", "rating", "arena", "judges"]].to_dict("records") == [
+        {"version": "cand", "rating": "1241", "arena": 1, "judges": 4},
+        {"version": "base", "rating": "1000", "arena": 1, "judges": 4}]
 
 
 def test_the_errors_page_lists_where_a_judge_and_the_metric_disagree(store_url, monkeypatch):

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,35 +17,9 @@ from evaluator.api import open_store
 from evaluator.cli import main as cli_main
 from evaluator.config import RunConfig
 from evaluator.demo import TEST_FILE
+from tests.support.serving import RunningServer
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Server:
-    """A create_app app under a real uvicorn server in a thread."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.port = _free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +33,7 @@ def served(demo_models):
 @pytest.fixture(scope="module")
 def server(served):
     app = _serve.create_app(served, limits=_serve.ServeLimits(max_body_bytes=20_000))
-    s = _Server(app)
+    s = RunningServer(app)
     yield s
     s.stop()
 
@@ -151,7 +123,7 @@ def test_a_prompt_longer_than_the_context_is_refused_not_cut(server, served):
 
 
 def test_the_api_key_is_required_when_set(served):
-    s = _Server(_serve.create_app(served, api_key="s3cret"))
+    s = RunningServer(_serve.create_app(served, api_key="s3cret"))
     try:
         wrong = openai.OpenAI(base_url=s.base_url, api_key="guess", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
@@ -164,7 +136,7 @@ def test_the_api_key_is_required_when_set(served):
 
 
 def test_a_request_past_its_timeout_gets_504(served):
-    s = _Server(_serve.create_app(served, limits=_serve.ServeLimits(timeout_s=0.001)))
+    s = RunningServer(_serve.create_app(served, limits=_serve.ServeLimits(timeout_s=0.001)))
     try:
         resp = httpx.post(f"{s.base_url}/chat/completions", timeout=60,
                           json={"model": "v1", "messages": QUESTION, "max_tokens": 40, "temperature": 0})
@@ -177,7 +149,7 @@ def test_concurrent_requests_are_batched_and_answer_as_alone(server, client, ser
     questions = [[{"role": "user", "content": f"Tell me about item {i}."}] for i in range(12)]
     alone = [client.chat.completions.create(model="v2", messages=q, max_tokens=16, temperature=0, seed=i)
              .choices[0].message.content for i, q in enumerate(questions)]
-    batcher = server.server.config.app.state.batcher
+    batcher = server.app.state.batcher
     before = dict(batcher.stats)
     with ThreadPoolExecutor(12) as pool:
         with served._lock:  # the model is busy: every request queues behind the first

@@ -36,15 +36,17 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_dashboard(store_url: str, log_path: Path, app: Path = ROOT / "dashboard" / "server.py",
-                      port: Optional[int] = None) -> Iterator[str]:
+                      port: Optional[int] = None, env: Optional[dict[str, str]] = None) -> Iterator[str]:
     """`streamlit run dashboard/server.py -- --db URL` on a free loopback port (or ``port``); yields its base URL.
 
     Started as a user starts it: the venv's `streamlit` command, from another directory (the log's: its
     `.streamlit/` folder is the server's), with nothing added to the import path (the project is installed
     in the venv by scripts/setup.sh)."""
     port = port or free_port()
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["EVAL_DB_URL"] = "sqlite:///not-this-one.sqlite"
+    env.update(extra)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [str(Path(sys.executable).with_name("streamlit")), "run", str(app),

@@ -6,7 +6,7 @@ import db
 
 def seed_minimal(engine, *, n_examples: int = 5) -> dict:
     """Two runs (candidate + baseline) over ``n_examples`` examples with metrics, aggregates,
-    a comparison, an annotation, a judgment, a saved view and a rejected row."""
+    a comparison, an annotation, a judgment, a saved view, a rejected row, an arena vote and a kept example."""
     Session = db.session_factory(engine)
     with Session.begin() as s:
         ds = db.get_or_create_dataset(session=s, name="fixture.jsonl", split="test")
@@ -41,6 +41,12 @@ def seed_minimal(engine, *, n_examples: int = 5) -> dict:
                  verdict="A", verdict_logprobs={"A": -0.1, "B": -2.4}, reply="[[A]] é")])
         db.save_view(session=s, name="math fails", params={"run": cand, "category": "math"})
         db.set_pass_threshold(session=s, dataset_id=ds, metric="bleu", threshold=40.0, set_by="ann")
+        turn = [{"role": "user", "content": "Hi é"}]
+        vote = db.add_arena_vote(session=s, reviewer="ann", model_a="cand", model_b="base", endpoint_a="http://a/v1",
+                                 endpoint_b="http://b/v1", left="b", verdict="a", settings={"temperature": 0.7},
+                                 conversation_a=turn + [{"role": "assistant", "content": "Hello"}],
+                                 conversation_b=turn + [{"role": "assistant", "content": "?"}])
+        db.keep_example(session=s, set_name="arena", messages=turn, reference="Hello", vote_id=vote, kept_by="ann")
         db.update_run(session=s, run_id=cand, status="finished")
         db.refresh_metric_columns(session=s, run_id=cand)
         db.refresh_metric_columns(session=s, run_id=base)
