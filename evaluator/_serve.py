@@ -145,9 +145,10 @@ class ServedModels:
         from peft import PeftModel
 
         base = self.backend.model
+        served = self.backend.resolved.base
         for i, (name, path) in enumerate(self.adapters.items()):
             expected = resolve_model(path).base
-            if expected != resolve_model(self.model).base:
+            if expected != served:
                 log.warning("adapter %s was trained on %s, served on %s", name, expected, self.model)
             if i == 0:
                 base = PeftModel.from_pretrained(base, path, adapter_name=name)
