@@ -255,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             evaluator_prompts_per_s=round(len(convs) / t_eval, 2),
             baseline_prompts=n_base, baseline_s=round(t_base, 3), baseline_tokens_per_s=round(base_tps, 1),
             speedup=round(eval_tps / base_tps, 2), outputs_identical=identical,
+            batch_size=backend.last_stats.get("batch_size"),
             prompt_tokens_min=min(g.prompt_tokens for g in gens), prompt_tokens_max=max(g.prompt_tokens for g in gens),
         )
         if args.device == "cuda":

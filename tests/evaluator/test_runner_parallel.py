@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,22 +14,15 @@ from sqlalchemy import func, select
 
 import db
 from evaluator._distributed import shard
-from evaluator._lease import process_gone
 from evaluator._runner import resume_config, run_evaluation
 from evaluator.config import build_config
+from tests.support.processes import kill_tree, result_count, torchrun
 from tests.support.runner import chat_rows, make_varied_model, write_jsonl
 
 pytest.importorskip("torch")
 
 ROOT = Path(__file__).resolve().parents[2]
 METRICS = ["exact_match", "token_f1", "perplexity"]
-
-
-def torchrun(nproc: int, *target: str) -> list[str]:
-    """``torchrun --standalone --nproc_per_node N -m evaluator run`` (or another target)."""
-    exe = Path(sys.executable).with_name("torchrun")
-    launcher = [str(exe)] if exe.is_file() else [sys.executable, "-m", "torch.distributed.run"]
-    return [*launcher, "--standalone", "--nproc_per_node", str(nproc), *(target or ("-m", "evaluator", "run"))]
 
 
 def env() -> dict[str, str]:
@@ -92,51 +83,6 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants (torchrun starts each worker in a session of its own, so killing
-    the launcher's process group would leave the workers running)."""
-    parent: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    tree, frontier = [pid], [pid]
-    while frontier:
-        frontier = [child for child, ppid in parent.items() if ppid in frontier]
-        tree.extend(frontier)
-    return tree
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL ``pid`` and its descendants, and return once none of them runs any more.
-
-    A killed process still answers ``kill(pid, 0)`` while the kernel tears down its address space (a
-    torch worker takes a moment), so a resume started at once could find its writer alive; waiting for
-    every process to be gone or a zombie is what "the machine went down" means."""
-    tree = process_tree(pid)
-    for p in tree:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + 60
-    while not all(process_gone(p) for p in tree):
-        assert time.monotonic() < deadline, f"processes {tree} outlived SIGKILL by 60 s"
-        time.sleep(0.05)
-
-
-def result_count(url: str) -> int:
-    engine = db.make_engine(url)
-    try:
-        with engine.connect() as c:
-            return int(c.scalar(select(func.count()).select_from(db.Result)) or 0)
-    except Exception:  # no tables yet
-        return 0
-    finally:
-        engine.dispose()
 
 
 def test_shards_are_disjoint_cover_the_pending_examples_and_do_not_depend_on_history():

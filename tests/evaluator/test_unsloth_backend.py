@@ -151,3 +151,19 @@ def test_an_unsloth_model_in_memory_gives_its_saved_adapters_outputs_and_goes_ba
     engine.dispose()
     assert len(outputs[0]) == 6 and outputs[0] == outputs[1]
     assert backend == "unsloth"
+
+
+def test_the_gpu_check_unsloth_step_stores_outputs_and_logprobs(tmp_path):
+    """benchmarks/gpu_check.py's unsloth step (--dry-run: on CPU), run by this venv's Python."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--only", "unsloth", "--out",
+                           str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    step = json.loads((tmp_path / "gpu_check.json").read_text())["steps"]["unsloth"]
+    assert step["status"] == "ran" and step["examples"] == step["with_output"] == step["with_logprobs"] == 8
+    assert step["with_perplexity"] == 8 and step["4bit"].startswith("not run")
