@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def dry_run(demo_models, demo_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu-check")
-    env = dict(os.environ, EVALBENCH_CACHE=str(demo_cache), HF_HUB_OFFLINE="1")
+    env = dict(os.environ, EVALBENCH_CACHE=str(demo_cache), HF_HUB_OFFLINE="1", PYTHON=sys.executable)
     env.pop("OUT", None)
     proc = subprocess.run(["bash", "scripts/gpu_check.sh", "--dry-run", "--out", str(out)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
@@ -74,13 +75,13 @@ def test_cpu_and_device_scores_agree_and_torchrun_resumes_after_kill_9(dry_run):
 
 def test_without_dry_run_the_check_refuses_a_machine_without_a_gpu(tmp_path):
     proc = subprocess.run(["bash", "scripts/gpu_check.sh", "--out", str(tmp_path)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, env=dict(os.environ, PYTHON=sys.executable))
     assert proc.returncode == 2 and "no CUDA device here" in proc.stdout + proc.stderr
 
 
 def test_the_wheels_fit_the_budget_and_suit_python_3_12_on_x86_64_linux(tmp_path):
     proc = subprocess.run(["bash", "scripts/gpu_wheels.sh", "--dest", str(tmp_path)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+                          text=True, timeout=600, env=dict(os.environ, PYTHON=sys.executable))
     assert proc.returncode == 0, proc.stderr[-3000:]
     wheels = sorted(tmp_path.glob("*.whl"))
     total = sum(w.stat().st_size for w in wheels)
