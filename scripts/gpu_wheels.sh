@@ -32,10 +32,11 @@ if [ -z "$PY" ]; then
 fi
 
 # The evaluator on a machine with torch, transformers, peft, accelerate, pandas, scipy, sacrebleu.
+# typing-extensions too: pydantic 2.14 needs >= 4.16, newer than torch asks for.
 CORE=(
     "sqlalchemy==2.1.9" "greenlet==3.5.6" "alembic==1.20.1" "mako==1.4.3"
     "pydantic==2.14.4" "pydantic-core==2.50.5" "annotated-types==0.8.0" "typing-inspection==0.4.5"
-    "absl-py==2.5.1" "nltk==3.10.4" "joblib==1.6.0" "click==8.5.1" "six==1.17.0"
+    "typing-extensions==4.16.0" "absl-py==2.5.1" "nltk==3.10.4" "joblib==1.6.0" "click==8.5.1" "six==1.17.0"
 )
 # rouge-score is published as a source archive only: built here into a pure-Python wheel.
 SOURCE_ONLY=("rouge-score==0.1.2")
