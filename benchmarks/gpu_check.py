@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import gc
 import io
 import json
@@ -76,6 +77,13 @@ class Check:
             "python": platform.python_version(), "torch": torch.__version__,
             "gpu": None if self.dry or not torch.cuda.is_available() else torch.cuda.get_device_name(0),
             "steps": {}}
+
+    @functools.cache
+    def demo(self):
+        """The demo models: from ``$EVALBENCH_CACHE`` when set, else built once under the work folder."""
+        from evaluator.demo import CACHE_ENV, build_demo_models
+
+        return build_demo_models(os.environ.get(CACHE_ENV) or self.work / "demo", progress=False)
 
     def run(self, name: str, fn) -> None:
         started = time.perf_counter()
@@ -222,8 +230,8 @@ def backoff(check: Check) -> dict:
 
 
 def _evaluate(check: Check, model: Path, data: Path, url: str, name: str, *extra: str, python: str = sys.executable,
-              launcher: list[str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    cmd = [*(launcher or [python, "-m"]), "evaluator", "run", "--model", str(model), "--dataset", str(data),
+              timeout: float = 600) -> subprocess.CompletedProcess:
+    cmd = [python, "-m", "evaluator", "run", "--model", str(model), "--dataset", str(data),
            "--db", url, "--name", name, "--metric", *METRICS, "--no-progress", *extra]
     proc = subprocess.run(cmd, cwd=ROOT, env=check.env(), capture_output=True, text=True, timeout=timeout)
     print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
@@ -237,28 +245,16 @@ def stored(url: str, name: str) -> dict[str, dict]:
     engine = db.make_engine(url)
     try:
         with db.session_factory(engine)() as s:
-            return {r["example_key"]: r for r in db.export_rows(session=s, run_id=_run_id(s, name))}
+            return {r["example_key"]: r for r in db.export_rows(session=s, run_id=db.find_run(session=s, ref=name))}
     finally:
         engine.dispose()
-
-
-def _run_id(session, name: str) -> int:
-    from sqlalchemy import select
-
-    import db
-
-    return session.scalar(select(db.Run.id).where(db.Run.name == name).order_by(db.Run.id.desc()))
-
-
-def _unsloth_python(check: Check) -> str:
-    return check.args.unsloth_python or sys.executable
 
 
 def unsloth(check: Check) -> dict:
     """The Unsloth backend on the saved model, through ``python -m evaluator run``; 4-bit when it can."""
     from evaluator.demo import TEST_FILE
 
-    python = _unsloth_python(check)
+    python = check.args.unsloth_python or sys.executable
     probe = subprocess.run([python, "-c", "import unsloth, sys; print(unsloth.__version__)"], env=check.env(),
                            capture_output=True, text=True, timeout=300)
     if probe.returncode != 0:
@@ -289,18 +285,17 @@ def unsloth(check: Check) -> dict:
 
 def cpu_vs_gpu(check: Check) -> dict:
     """The demo base model on CPU and on the device, float32: outputs and reference perplexity."""
-    from evaluator.demo import TEST_FILE, build_demo_models
+    from evaluator.demo import TEST_FILE
 
-    demo = build_demo_models(os.environ.get("EVALBENCH_CACHE") or check.work / "demo", progress=False)
+    demo = check.demo()
     url = f"sqlite:///{check.work / 'cpu_vs_gpu.sqlite'}"
     runs = {}
-    for device in ("cpu", check.device):
-        name = f"demo-{device}-{len(runs)}"
+    for name, device in (("cpu", "cpu"), ("device", check.device)):
         proc = _evaluate(check, demo.base_dir, TEST_FILE, url, name, "--limit", "40", "--max-new-tokens", "24",
                          "--device", device, "--dtype", "float32", "--batch-size", "8", "--backend", "transformers")
         if proc.returncode != 0:
             return {"ok": False, "error": proc.stderr[-1500:]}
-        runs[device if not runs else "device"] = stored(url, name)
+        runs[name] = stored(url, name)
     cpu, dev = runs["cpu"], runs["device"]
     same = sum(cpu[k]["output"] == dev[k]["output"] for k in cpu)
     rel = [abs(dev[k]["metrics"]["perplexity"] - cpu[k]["metrics"]["perplexity"]) / cpu[k]["metrics"]["perplexity"]
@@ -314,13 +309,12 @@ def cpu_vs_gpu(check: Check) -> dict:
 
 def torchrun(check: Check) -> dict:
     """torchrun, 1 process on the device: SIGKILL mid-way, resume with torchrun, compare with a clean run."""
-    from evaluator.demo import TEST_FILE, build_demo_models
+    from evaluator.demo import TEST_FILE
 
-    demo = build_demo_models(os.environ.get("EVALBENCH_CACHE") or check.work / "demo", progress=False)
+    demo = check.demo()
     url = f"sqlite:///{check.work / 'torchrun.sqlite'}"
     args = ["--model", str(demo.base_dir), "--dataset", str(TEST_FILE), "--limit", "60", "--max-new-tokens", "24",
-            "--batch-size", "1",
-            "--backend", "transformers", "--device", check.device, "--metric", *METRICS, "--no-progress"]
+            "--batch-size", "1", "--backend", "transformers", "--device", check.device, "--metric", *METRICS, "--no-progress"]
     proc = subprocess.Popen([*torchrun_command(1), *args, "--db", url, "--name", "killed"], cwd=ROOT,
                             env=check.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:

@@ -49,22 +49,23 @@ UNSLOTH=(
 )
 
 mkdir -p "$DEST"
-download() {
+download() {  # download DIR SPEC...
+    local dir="$1"; shift
     "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --abi cp312 --abi abi3 --abi none --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-        --platform manylinux2014_x86_64 --platform any -d "$DEST" "$@"
+        --platform manylinux2014_x86_64 --platform any -d "$dir" "$@"
 }
 size_mib() { du -sm --apparent-size "$@" | awk '{s += $1} END {print s + 0}'; }
 tree_mib() { git ls-files -z | xargs -0 du -cb | tail -1 | awk '{printf "%d", $1 / 1048576 + 1}'; }
 
-download "${CORE[@]}"
+download "$DEST" "${CORE[@]}"
 "$PY" -m pip wheel -q --no-deps -w "$DEST" "${SOURCE_ONLY[@]}"
 
 tree=$(tree_mib)
 core=$(size_mib "$DEST")
 staging=$(mktemp -d)
 trap 'rm -rf "$staging"' EXIT
-DEST_SAVED="$DEST"; DEST="$staging"; download "${UNSLOTH[@]}"; DEST="$DEST_SAVED"
+download "$staging" "${UNSLOTH[@]}"
 extra=$(size_mib "$staging")
 if [ $((tree + core + extra)) -lt "$BUDGET_MIB" ]; then
     mv "$staging"/*.whl "$DEST"/
