@@ -5,12 +5,13 @@ import glob as _glob
 import importlib.util as _ilu
 import os
 import shutil as _shutil
-import socket as _socket
 import subprocess as _subprocess
 import uuid as _uuid
 from pathlib import Path
 
 import pytest
+
+from tests.support.serving import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,12 +95,6 @@ def _pg_bin() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
-def _free_port() -> int:
-    with _socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def postgres_server():
     """(host, port, user) of a PostgreSQL server running for this test session."""
@@ -111,7 +106,7 @@ def postgres_server():
     # Not under pytest's tmp dir: that is private to root, and the server runs as "postgres" there.
     base = Path(tempfile.mkdtemp(prefix="evalbench-pg-"))
     data = base / "data"
-    port = _free_port()
+    port = free_port()
     as_user: list[str] = []
     if os.geteuid() == 0:  # initdb refuses to run as root; use the postgres system user
         _shutil.chown(base, "postgres")

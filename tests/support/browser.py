@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional
+
+from tests.support.serving import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -26,12 +27,6 @@ except ImportError:  # pragma: no cover
     raise RuntimeError("playwright is not installed: bash scripts/setup.sh --tests") from None
 if not Path(CHROMIUM).exists():  # pragma: no cover
     raise RuntimeError(f"no Chromium at {CHROMIUM}: bash scripts/setup.sh --tests (apt-get install chromium)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
